@@ -157,7 +157,7 @@ def _ensure_etcd(root: Path, log: Log) -> Path:
                 _fresh_module(work, "pykubeedge.local/etcdwrapper")
                 _go(["get", f"go.etcd.io/etcd/server/v3@{version}"], work, log)
                 _go_build(work, target.parent, ["go.etcd.io/etcd/server/v3"], "", log,
-                          rename={"v3": ETCD})
+                          rename={"server": ETCD})
                 return target
             except ControlPlaneError as exc:
                 errors.append(f"etcd {version}: {exc}")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian machine (run as root, or with sudo available):
+# system packages, the Python package with its test tools, and the control-plane binaries
+# (built once from the Go module proxy and cached in ~/.cache/pykubeedge). Idempotent: a second
+# run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need=()
+for pkg in containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "==> pip install -e .[test,fast]"
+python3 -m pip install -q --disable-pip-version-check -e ".[test,fast]" 2>&1 | grep -v "as the 'root' user" || true
+
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
+echo "==> control plane binaries (cached after the first build)"
+python3 -m pykubeedge.devcluster build --tier full --quiet

@@ -38,8 +38,8 @@ async def check_api_server(cfg: CloudCoreConfig) -> str:
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option("--config", help="cloudcore.yaml")] = None,
-    kubeconfig: Annotated[str | None, typer.Option("--kubeconfig",
-                                                   help="overrides kubeAPIConfig.kubeConfig")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(
+        "--kubeconfig", help="overrides kubeAPIConfig.kubeConfig")] = None,
     defaultconfig: Annotated[bool, typer.Option("--defaultconfig",
                                                 help="print the default config and exit")] = False,
 ) -> None:

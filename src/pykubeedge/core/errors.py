@@ -76,3 +76,11 @@ class TooManyRequests(KubeError):
 
 class ServerError(KubeError):
     """5xx: the API server failed."""
+
+
+class TokenError(PyKubeEdgeError):
+    """A join token is malformed, expired or not signed by this cloudcore's CA."""
+
+
+class CertificateError(PyKubeEdgeError):
+    """A certificate, key or CSR is missing, unparseable, untrusted or for the wrong identity."""

@@ -181,7 +181,8 @@ class DevCluster:
     async def _spawn(self, name: str, argv: list[str]) -> None:
         assert self.workdir is not None
         proc = _Proc(name, argv, self.workdir / f"{name}.log")
-        out = open(proc.log_path, "ab")  # noqa: SIM115 - handed to the child
+        # A local file, opened once per child start: not worth a thread.
+        out = open(proc.log_path, "ab")  # noqa: SIM115, ASYNC230
         try:
             proc.process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,

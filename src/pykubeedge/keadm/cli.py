@@ -2,6 +2,9 @@
 
     keadm local-up                 # control plane (+ later: cloudcore, an edge node, a demo)
     keadm local-up --tier full     # with kube-scheduler and kube-controller-manager
+    keadm gettoken --kube-config ~/.kube/config
+    keadm join --cloudcore-ipport=192.168.1.10:10000 --token=$TOKEN --edgenode-name=edge-1
+    keadm reset --force            # remove what `keadm join` wrote
     keadm version
 """
 
@@ -9,17 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import os
+import re
+import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+import yaml
 from rich.console import Console
 
 from pykubeedge import __version__
-from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.cloud.cloudhub.certs import read_token
+from pykubeedge.core.config import EdgeCoreConfig, load_edgecore_config
+from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
 from pykubeedge.devcluster.cluster import DevCluster
+from pykubeedge.edge.edgehub.certificate import bootstrap
+from pykubeedge.kube.client import KubeClient
+from pykubeedge.kube.config import load_kubeconfig
+from pykubeedge.transport.token import is_valid_node_name, split_token
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="keadm: set up pykubeedge (KubeEdge in Python).")
@@ -48,6 +63,8 @@ def local_up(
     if tier not in ("minimal", "full"):
         console.print(f"[red]error:[/] --tier must be 'minimal' or 'full', not {tier!r}")
         raise typer.Exit(2)
+    if workdir:
+        workdir.mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(_local_up(tier, bin_dir, workdir, run_for))
     except PyKubeEdgeError as exc:
@@ -62,8 +79,6 @@ async def _local_up(tier: str, bin_dir: Path | None, workdir: Path | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    if workdir:
-        workdir.mkdir(parents=True, exist_ok=True)
     status = console.status("preparing the control plane")
 
     def progress(msg: str) -> None:
@@ -97,6 +112,224 @@ async def _local_up(tier: str, bin_dir: Path | None, workdir: Path | None,
     finally:
         console.print("stopping")
         await cluster.stop()
+
+
+# -- join / gettoken / reset ------------------------------------------------------------------
+
+DEFAULT_CONFIG_DIR = Path("/etc/kubeedge")
+DEFAULT_CERT_PORT = 10002
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*"
+                          r"[A-Za-z0-9])?)*$")
+_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*"
+                           r"[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+EDGECORE_UNIT = """\
+[Unit]
+Description=edgecore.service
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart={exe} --config {config}
+Restart=always
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _fail(command: str, message: object, code: int = 1) -> NoReturn:
+    """One line on stderr and an exit code: 2 for bad arguments, 1 for failures."""
+    text = " ".join(str(message).split()) or type(message).__name__
+    typer.echo(f"keadm {command}: error: {text}", err=True)
+    raise typer.Exit(code)
+
+
+def parse_host_port(value: str, flag: str) -> tuple[str, int]:
+    """``"10.0.0.1:10000"`` -> ``("10.0.0.1", 10000)``; ``[::1]:10000`` for IPv6."""
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{flag} {value!r} must be HOST:PORT, e.g. 192.168.1.10:10000")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"{flag} {value!r}: {host!r} is not an IPv6 address") from None
+        return host, int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if len(host) > 253 or not _HOSTNAME_RE.match(host):
+            raise ConfigError(f"{flag} {value!r}: {host!r} is neither an IP address nor a "
+                              "host name") from None
+    return host, int(port_text)
+
+
+def parse_labels(value: str) -> dict[str, str]:
+    """``"a=b,c=d"`` -> ``{"a": "b", "c": "d"}``, keys and values checked as Kubernetes does."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        key, sep, val = item.partition("=")
+        if not sep or not _LABEL_KEY_RE.match(key) or len(key.rpartition("/")[2]) > 63:
+            raise ConfigError(f"--labels: {item!r} is not a valid key=value label")
+        if len(val) > 63 or not _LABEL_VALUE_RE.match(val):
+            raise ConfigError(f"--labels: the value of {key!r} is not a valid label value")
+        labels[key] = val
+    return labels
+
+
+def edgecore_config_for_join(host: str, port: int, cert_port: int, token: str, node: str,
+                             config_dir: Path, labels: dict[str, str]) -> EdgeCoreConfig:
+    """edgecore.yaml for a joining node: CloudHub address, token, name, cert paths."""
+    cfg = EdgeCoreConfig()
+    hub = cfg.modules.edgeHub
+    url_host = f"[{host}]" if ":" in host else host
+    hub.websocket.server = f"{url_host}:{port}"
+    hub.httpServer = f"https://{url_host}:{cert_port}"
+    hub.token = token
+    hub.tlsCaFile = str(config_dir / "ca" / "rootCA.crt")
+    hub.tlsCertFile = str(config_dir / "certs" / "server.crt")
+    hub.tlsPrivateKeyFile = str(config_dir / "certs" / "server.key")
+    flags = cfg.modules.edged.tailoredKubeletFlag
+    flags.hostnameOverride = node
+    flags.nodeLabels = labels
+    return cfg
+
+
+def _write_config(path: Path, cfg: EdgeCoreConfig) -> None:
+    # 0600: until the certificate is obtained the file holds the join token.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    os.replace(tmp, path)
+
+
+async def _gettoken(kube_config: Path | None) -> str:
+    async with KubeClient(load_kubeconfig(kube_config), timeout=10) as kube:
+        return await read_token(kube)
+
+
+@app.command()
+def gettoken(
+    kube_config: Annotated[Path | None, typer.Option(
+        "--kube-config", help="kubeconfig of the cluster cloudcore runs in "
+                              "(default: $KUBECONFIG, then ~/.kube/config)")] = None,
+) -> None:
+    """Print the token edge nodes join with (from Secret kubeedge/tokensecret)."""
+    try:
+        token = asyncio.run(_gettoken(kube_config))
+    except PyKubeEdgeError as exc:
+        _fail("gettoken", exc)
+    typer.echo(token)
+
+
+@app.command()
+def join(
+    cloudcore_ipport: Annotated[str, typer.Option(
+        "--cloudcore-ipport", "-e", help="CloudHub's websocket address, HOST:PORT "
+                                         "(port 10000 by default)")] = "",
+    token: Annotated[str, typer.Option(
+        "--token", "-t", help="the token from `keadm gettoken`")] = "",
+    edgenode_name: Annotated[str, typer.Option(
+        "--edgenode-name", "-i", help="this node's name (default: the host name)")] = "",
+    certport: Annotated[int, typer.Option(
+        "--certport", "-s", help="CloudHub's HTTPS (certificate) port")] = DEFAULT_CERT_PORT,
+    config_dir: Annotated[Path, typer.Option(
+        "--config-dir", help="where config/, ca/ and certs/ go")] = DEFAULT_CONFIG_DIR,
+    labels: Annotated[str, typer.Option(
+        "--labels", "-l", help="node labels, key=value[,key=value]")] = "",
+    print_unit: Annotated[bool, typer.Option(
+        "--print-unit", help="print a systemd unit for edgecore instead of starting it")] = False,
+    no_start: Annotated[bool, typer.Option(
+        "--no-start", help="write the config and certificates only")] = False,
+) -> None:
+    """Join this machine to cloudcore: write edgecore.yaml, get certificates, start edgecore."""
+    node = edgenode_name.strip() or socket.gethostname().lower()
+    try:
+        if not cloudcore_ipport.strip():
+            raise ConfigError("--cloudcore-ipport is required (HOST:PORT of CloudHub)")
+        host, port = parse_host_port(cloudcore_ipport, "--cloudcore-ipport")
+        if not 0 < certport < 65536:
+            raise ConfigError(f"--certport {certport} is not a port number")
+        if not token.strip():
+            raise ConfigError("--token is empty; get one on the cloud side with "
+                              "`keadm gettoken`")
+        split_token(token)
+        if not is_valid_node_name(node):
+            raise ConfigError(f"--edgenode-name {node!r} is not a valid node name (lower-case "
+                              "letters, digits, '-' and '.', at most 253 characters)")
+        node_labels = parse_labels(labels)
+    except PyKubeEdgeError as exc:
+        _fail("join", exc, 2)
+
+    config_dir = config_dir.absolute()
+    cfg = edgecore_config_for_join(host, port, certport, token.strip(), node, config_dir,
+                                   node_labels)
+    config_file = config_dir / "config" / "edgecore.yaml"
+    try:
+        _write_config(config_file, cfg)
+        paths = asyncio.run(bootstrap(cfg))
+        cfg.modules.edgeHub.token = ""  # the certificate replaces it; don't leave it lying around
+        _write_config(config_file, cfg)
+    except PyKubeEdgeError as exc:
+        _fail("join", exc)
+    except OSError as exc:
+        _fail("join", f"cannot write under {config_dir}: {exc.strerror} ({exc.filename})")
+    typer.echo(f"node {node} joined: config {config_file}, certificate {paths.cert}", err=True)
+
+    exe = shutil.which("edgecore")
+    if print_unit:
+        typer.echo(EDGECORE_UNIT.format(exe=exe or "/usr/local/bin/edgecore",
+                                        config=config_file), nl=False)
+        return
+    if no_start:
+        return
+    if exe is None:
+        _fail("join", "edgecore is not on PATH; install pykubeedge or use --print-unit")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(exe, [exe, "--config", str(config_file)])
+
+
+@app.command()
+def reset(
+    config_dir: Annotated[Path, typer.Option(
+        "--config-dir", help="the --config-dir given to `keadm join`")] = DEFAULT_CONFIG_DIR,
+    force: Annotated[bool, typer.Option("--force", help="do not ask")] = False,
+) -> None:
+    """Remove what `keadm join` wrote on this node: edgecore.yaml, the CA and the certificate."""
+    config_dir = config_dir.absolute()
+    config_file = config_dir / "config" / "edgecore.yaml"
+    files = [config_file, config_dir / "ca" / "rootCA.crt", config_dir / "certs" / "server.crt",
+             config_dir / "certs" / "server.key"]
+    with contextlib.suppress(PyKubeEdgeError):
+        hub = load_edgecore_config(config_file).modules.edgeHub
+        # Only files inside --config-dir: a config file is no licence to delete elsewhere.
+        for f in (hub.tlsCaFile, hub.tlsCertFile, hub.tlsPrivateKeyFile):
+            p = Path(f).absolute()
+            if p.is_relative_to(config_dir) and p not in files:
+                files.append(p)
+    existing = [f for f in files if f.is_file() or f.is_symlink()]
+    if not existing:
+        typer.echo(f"nothing to reset under {config_dir}", err=True)
+        return
+    if not force:
+        typer.confirm("remove " + ", ".join(map(str, existing)) + "?", abort=True)
+    try:
+        for f in existing:
+            f.unlink(missing_ok=True)
+        for d in {f.parent for f in existing}:
+            with contextlib.suppress(OSError):  # only if now empty
+                d.rmdir()
+    except OSError as exc:
+        _fail("reset", f"{exc.filename}: {exc.strerror}")
+    typer.echo(f"removed {len(existing)} file(s) under {config_dir}", err=True)
 
 
 def main() -> None:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pykubeedge.core import errors
+from pykubeedge.core.backoff import Backoff
 from pykubeedge.kube.client import KubeClient, Obj
 from pykubeedge.kube.resources import Resource
 
@@ -59,23 +59,6 @@ def object_key(obj: Obj) -> str:
 
 def _rv(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter, capped; ``reset`` after a success."""
-
-    initial: float = 0.5
-    cap: float = 30.0
-    attempt: int = 0
-
-    def next_delay(self, rnd: Callable[[], float] = random.random) -> float:
-        delay = min(self.cap, self.initial * (2**self.attempt))
-        self.attempt = min(self.attempt + 1, 32)
-        return delay / 2 + rnd() * delay / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Informer:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from pykubeedge.core import errors
-from pykubeedge.kube.informer import Backoff, Informer, InformerEvent
+from pykubeedge.core.backoff import Backoff
+from pykubeedge.kube.informer import Informer, InformerEvent
 from pykubeedge.kube.resources import CONFIGMAPS
 
 

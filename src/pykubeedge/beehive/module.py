@@ -1,0 +1,64 @@
+"""What a module is, and what it sees of the hive.
+
+A module is anything with a ``name``, a ``group``, a ``restart_policy`` and an async ``start``
+that runs until the module is done (usually forever, reading its queue)::
+
+    class MetaManager:
+        name = "metamanager"
+        group = "meta"
+        restart_policy = RestartPolicy(RestartType.ON_FAILURE)
+
+        async def start(self, ctx: BeehiveContext) -> None:
+            while True:
+                msg = await ctx.receive(self.name)
+                if msg.sync:
+                    ctx.respond(response(msg, self.store.get(msg.resource)))
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pykubeedge.beehive.policy import RestartPolicy
+from pykubeedge.core.message import Message
+
+
+class BeehiveContext(Protocol):
+    """The messaging API a module gets in ``start``; :class:`~pykubeedge.beehive.Hive` is one."""
+
+    async def send(self, module: str, msg: Message) -> None: ...
+
+    def try_send(self, module: str, msg: Message) -> bool: ...
+
+    async def send_to_group(self, group: str, msg: Message) -> int: ...
+
+    async def send_sync(
+        self,
+        module: str,
+        msg: Message,
+        timeout: float | None = None,
+    ) -> Message: ...
+
+    def respond(self, msg: Message) -> bool: ...
+
+    async def receive(self, module: str) -> Message: ...
+
+
+class Module(Protocol):
+    """A beehive module. Plain class attributes satisfy the read-only members."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def restart_policy(self) -> RestartPolicy: ...
+
+    async def start(self, ctx: BeehiveContext) -> None:
+        """Run the module. Returning or raising ends this run; the policy decides what next.
+
+        Cancellation means shutdown: let ``CancelledError`` propagate.
+        """
+        ...

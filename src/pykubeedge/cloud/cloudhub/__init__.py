@@ -1,0 +1,1 @@
+"""pykubeedge.cloud.cloudhub: the hub edge nodes connect to (WebSocket, certificates)."""

@@ -1,0 +1,261 @@
+"""CloudHub: the WebSocket server that holds one multiplexed channel per edge node.
+
+It is the beehive module ``cloudhub``. Controllers send it messages whose resource is
+``node/<id>/...``; it queues them per node (:class:`NodeQueue`), writes them to the node and
+waits for ACKs. Messages from edges are dispatched to the controllers with the node prefix.
+
+Security: the TLS client certificate must be signed by the CloudHub CA, and its CN must be
+``system:node:<node_id>`` for the ``node_id`` header (upstream trusts the header alone).
+
+    hub = CloudHub(ssl_ctx, port=10000, keepalive_interval=30, node_limit=500)
+    hive.add_module(hub)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.cloud.cloudhub.session import NodeSession
+from pykubeedge.core import codec
+from pykubeedge.core.constants import CloudGroup, CloudModule, Operation
+from pykubeedge.core.errors import DecodeError
+from pykubeedge.core.hubproto import NodeQueue, Pushed
+from pykubeedge.core.message import Message, error_message, new_message, response
+from pykubeedge.core.resource import prefix_for_cloud, split_node_prefix, trim_for_edge
+from pykubeedge.transport.tls import peer_common_name
+
+log = logging.getLogger(__name__)
+
+AckListener = Callable[[str, Message], None]
+NODE_CN_PREFIX = "system:node:"
+_CLOUD_SOURCES = frozenset({
+    "cloudhub", "edgecontroller", "devicecontroller", "synccontroller", "dynamiccontroller",
+    "policycontroller", "nodeupgradejobcontroller", "taskmanager", "cloudStream", "router",
+})
+_VIADUCT_CONTROL = frozenset({Operation.CONFIG, Operation.PING, Operation.PONG})
+_TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL})
+
+
+class CloudHub:
+    name = CloudModule.CLOUDHUB
+    group = CloudGroup.CLOUDHUB
+    restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, *, host: str = "0.0.0.0",
+                 port: int = 10000, keepalive_interval: float = 30.0, node_limit: int = 500,
+                 write_timeout: float = 30.0, max_frame: int = codec.MAX_MESSAGE_SIZE,
+                 ack_listener: AckListener | None = None,
+                 queue_factory: Callable[[], NodeQueue] = NodeQueue) -> None:
+        self.ssl_context = ssl_context
+        self.host = host
+        self.port = port
+        self.keepalive_interval = keepalive_interval
+        self.node_limit = node_limit
+        self.write_timeout = write_timeout
+        self.max_frame = max_frame
+        self.ack_listener = ack_listener
+        self._queue_factory = queue_factory
+        self.sessions: dict[str, NodeSession] = {}
+        # Queues outlive connections, so nothing is lost while a node is away. Bounded:
+        # beyond 2 x node_limit the longest-disconnected node's queue goes.
+        self.queues: OrderedDict[str, NodeQueue] = OrderedDict()
+        self._ctx: BeehiveContext | None = None
+        self._runner: web.AppRunner | None = None
+        self.ready = asyncio.Event()
+        self.bad_frames = 0
+
+    # -- module --------------------------------------------------------------------------
+
+    async def start(self, ctx: BeehiveContext) -> None:
+        self._ctx = ctx
+        await self._serve()
+        try:
+            while True:
+                await self._downstream(await ctx.receive(self.name))
+        finally:
+            await self._shutdown()
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)  # upstream ignores the path
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context,
+                           backlog=4096)
+        await site.start()
+        if self.port == 0:  # tests ask for a free port
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("CloudHub listening on %s:%d (wss, client certificates required)",
+                 self.host, self.port)
+        self.ready.set()
+
+    async def _shutdown(self) -> None:
+        for s in list(self.sessions.values()):
+            await s.close(WSCloseCode.GOING_AWAY, "cloudcore shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- downstream: controllers -> edge -----------------------------------------------
+
+    def queue_for(self, node_id: str) -> NodeQueue:
+        q = self.queues.get(node_id)
+        if q is None:
+            q = self.queues[node_id] = self._queue_factory()
+            while len(self.queues) > 2 * self.node_limit:
+                victim = next((n for n in self.queues if n not in self.sessions), None)
+                if victim is None:
+                    break
+                dropped = self.queues.pop(victim)
+                log.warning("dropping the queue of long-disconnected node %s (%d messages)",
+                            victim, len(dropped))
+        return q
+
+    async def _downstream(self, msg: Message) -> None:
+        try:
+            node_id, _ = split_node_prefix(msg.resource)
+        except DecodeError as exc:
+            log.error("cloudhub: cannot route %s: %s", msg, exc)
+            return
+        msg.resource = trim_for_edge(msg.resource)
+        self.deliver(node_id, msg)
+
+    def deliver(self, node_id: str, msg: Message) -> Pushed:
+        """Queue an edge-form message for ``node_id`` and wake its writer."""
+        result = self.queue_for(node_id).push(msg, time.monotonic())
+        if result is not Pushed.QUEUED:
+            log.debug("node %s: %s %s", node_id, result.value, msg)
+        session = self.sessions.get(node_id)
+        if session is not None:
+            session.wake()
+        return result
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        node_id = request.headers.get("node_id", "")
+        project_id = request.headers.get("project_id", "")
+        peer = request.remote
+        if not node_id:
+            log.warning("refused a connection from %s: no node_id header", peer)
+            return web.Response(status=400, text="missing node_id header\n")
+        if self.ssl_context is not None:
+            ssl_obj = request.transport.get_extra_info("ssl_object") if request.transport else None
+            cn = peer_common_name(ssl_obj.getpeercert(binary_form=True) if ssl_obj else None)
+            if cn != NODE_CN_PREFIX + node_id:
+                log.warning("refused node %r from %s: certificate CN %r does not match the "
+                            "node_id header", node_id, peer, cn)
+                return web.Response(status=403, text=f"certificate CN {cn!r} is not "
+                                                     f"{NODE_CN_PREFIX}{node_id}\n")
+        old = self.sessions.get(node_id)
+        if old is None and len(self.sessions) >= self.node_limit:
+            log.error("refused node %s: nodeLimit %d reached", node_id, self.node_limit)
+            return web.Response(status=503, text="cloudhub node limit reached\n")
+
+        ws = web.WebSocketResponse(max_msg_size=self.max_frame, autoping=True, compress=False,
+                                   decode_text=False)
+        await ws.prepare(request)
+        if old is not None:
+            log.info("node %s connected again from %s; replacing its old session", node_id, peer)
+            await old.close(WSCloseCode.POLICY_VIOLATION, "replaced by a new connection")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.done.wait(), 5)
+
+        session = NodeSession(node_id, project_id, ws, self.queue_for(node_id), self._upstream,
+                              keepalive_interval=self.keepalive_interval,
+                              write_timeout=self.write_timeout, max_frame=self.max_frame)
+        self.queues.move_to_end(node_id)
+        self.sessions[node_id] = session
+        log.info("node %s connected from %s", node_id, peer)
+        await self._publish_connection(node_id, Operation.CONNECTED)
+        try:
+            await session.run()
+        finally:
+            if self.sessions.get(node_id) is session:
+                del self.sessions[node_id]
+                await self._publish_connection(node_id, Operation.DISCONNECTED)
+        return ws
+
+    async def _publish_connection(self, node_id: str, event: str) -> None:
+        if self._ctx is None:
+            return
+        msg = new_message(source=CloudModule.CLOUDHUB, group="resource", resource=f"node/{node_id}",
+                          operation=event, content={"event_type": event,
+                                                    "timestamp": int(time.time()),
+                                                    "client_id": node_id})
+        with contextlib.suppress(Exception):
+            await self._ctx.send_to_group(CloudGroup.EDGECONTROLLER, msg)
+
+    # -- upstream: edge -> controllers -------------------------------------------------------
+
+    async def _upstream(self, session: NodeSession, msg: Message) -> None:
+        op = msg.operation
+        node_id = session.node_id
+        if op == Operation.KEEPALIVE:
+            session.on_keepalive()
+            return
+        if msg.source in _CLOUD_SOURCES and op != Operation.RESPONSE:
+            log.warning("node %s sent a message claiming a cloud source %r; dropped",
+                        node_id, msg.source)
+            return
+        if op == Operation.RESPONSE:
+            acked = session.queue.ack(msg.parent_msg_id, session.now())
+            if acked is not None:
+                session.wake()
+                if self.ack_listener is not None:
+                    self.ack_listener(node_id, acked)
+                return
+            if self._ctx is not None and msg.parent_msg_id and self._ctx.respond(msg):
+                return
+            log.debug("node %s: response to unknown message %s", node_id, msg.parent_msg_id)
+            return
+        if op == Operation.ERROR:
+            log.warning("node %s reported an error for %s: %s", node_id, msg.resource,
+                        str(msg.content)[:300])
+            return
+        if op in _VIADUCT_CONTROL:
+            self.deliver(node_id, response(msg, "ack"))
+            return
+        try:
+            msg.resource = prefix_for_cloud(node_id, msg.resource)
+        except DecodeError as exc:
+            log.warning("node %s: %s", node_id, exc)
+            self.deliver(node_id, error_message(msg, exc, source=CloudModule.CLOUDHUB))
+            return
+        await self._publish_upstream(msg)
+
+    async def _publish_upstream(self, msg: Message) -> None:
+        if msg.operation == Operation.UPLOAD and msg.group == "user":
+            group = CloudGroup.ROUTER
+        elif msg.operation in _TASK_OPS:
+            group = CloudGroup.TASKMANAGER
+        elif msg.source == "metaserver":
+            group = CloudGroup.DYNAMICCONTROLLER
+        elif msg.source == "twin":
+            group = CloudGroup.DEVICECONTROLLER
+        else:
+            group = CloudGroup.EDGECONTROLLER
+        assert self._ctx is not None
+        delivered = await self._ctx.send_to_group(group, msg)
+        if not delivered:
+            log.debug("no module in group %s for %s", group, msg)
+
+
+def describe(hub: CloudHub) -> dict[str, Any]:
+    """A snapshot for logs and diagnostics."""
+    return {
+        "connected": len(hub.sessions),
+        "queues": len(hub.queues),
+        "queued": sum(len(q) for q in hub.queues.values()),
+        "inflight": sum(q.inflight for q in hub.queues.values()),
+    }

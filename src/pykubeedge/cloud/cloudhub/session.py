@@ -1,0 +1,149 @@
+"""One edge node's live connection: a reader (frames in, dispatched upstream) and a writer
+(the node's NodeQueue out, with resends), plus the keepalive deadline.
+
+The session is a thin IO shell around :class:`pykubeedge.core.hubproto.NodeQueue`; the rules
+(what needs an ACK, supersede, resend, requeue) live there and are tested without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import WSCloseCode, WSMsgType
+
+from pykubeedge.core import codec
+from pykubeedge.core.errors import DecodeError
+from pykubeedge.core.hubproto import KeepaliveDeadline, NodeQueue
+from pykubeedge.core.message import Message
+
+log = logging.getLogger(__name__)
+
+
+class WebSocket(Protocol):
+    """The part of aiohttp's WebSocketResponse a session uses (an in-memory fake fits too)."""
+
+    async def send_frame(self, message: bytes, opcode: WSMsgType,
+                         compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+    def __aiter__(self) -> object: ...
+
+
+Upstream = Callable[["NodeSession", Message], Awaitable[None]]
+
+
+class NodeSession:
+    def __init__(self, node_id: str, project_id: str, ws: WebSocket, queue: NodeQueue,
+                 upstream: Upstream, *, keepalive_interval: float, write_timeout: float,
+                 max_frame: int = codec.MAX_MESSAGE_SIZE) -> None:
+        self.node_id = node_id
+        self.project_id = project_id
+        self.ws = ws
+        self.queue = queue
+        self._upstream = upstream
+        self._write_timeout = write_timeout
+        self._max_frame = max_frame
+        self._loop = asyncio.get_running_loop()
+        self.keepalive = KeepaliveDeadline(keepalive_interval, self._loop.time())
+        self._wake = asyncio.Event()
+        self.done = asyncio.Event()  # set once run() has cleaned up
+        self.close_reason = ""
+        self.sent = 0
+        self.received = 0
+
+    def wake(self) -> None:
+        """Something was queued or ACKed: let the writer look again."""
+        self._wake.set()
+
+    def on_keepalive(self) -> None:
+        self.keepalive.keepalive(self._loop.time())
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def run(self) -> None:
+        """Serve the connection until it closes, the keepalive lapses or we are cancelled.
+        What was in flight goes back to the queue for the next connection."""
+        writer = asyncio.create_task(self._write_loop(), name=f"cloudhub-writer-{self.node_id}")
+        try:
+            await self._read_loop()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=WSCloseCode.GOING_AWAY,
+                                    message=self.close_reason.encode()[:120])
+            back = self.queue.requeue_inflight()
+            self.done.set()
+            log.info("node %s disconnected (%s); %d un-ACKed message(s) kept for its return",
+                     self.node_id, self.close_reason or "connection closed", back)
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def _read_loop(self) -> None:
+        async for frame in self.ws:  # type: ignore[attr-defined]
+            if frame.type == WSMsgType.TEXT:
+                try:
+                    msg = codec.decode(frame.data, self._max_frame)
+                except DecodeError as exc:
+                    log.warning("node %s sent a malformed frame: %s; closing its connection",
+                                self.node_id, exc)
+                    await self.close(WSCloseCode.INVALID_TEXT, f"malformed message: {exc}")
+                    return
+                self.received += 1
+                await self._upstream(self, msg)
+            elif frame.type == WSMsgType.BINARY:
+                log.warning("node %s sent a binary frame; closing its connection", self.node_id)
+                await self.close(WSCloseCode.UNSUPPORTED_DATA,
+                                 "binary frames are not supported: send JSON text frames")
+                return
+            elif frame.type == WSMsgType.ERROR:
+                exc = self.ws.exception() if hasattr(self.ws, "exception") else None
+                self.close_reason = self.close_reason or f"transport error: {exc}"
+                if "too big" in str(exc).lower() or "size" in str(exc).lower():
+                    log.warning("node %s sent an oversized frame: %s", self.node_id, exc)
+                return
+
+    async def _write_loop(self) -> None:
+        q = self.queue
+        try:
+            while True:
+                now = self._loop.time()
+                if self.keepalive.expired(now):
+                    log.warning("node %s: no keepalive for %.0fs; ending its session",
+                                self.node_id, self.keepalive.interval)
+                    await self.close(WSCloseCode.POLICY_VIOLATION, "keepalive timeout")
+                    return
+                for msg in q.due(now):
+                    await self._write(msg)
+                while (msg := q.next(now)) is not None:
+                    await self._write(msg)
+                deadline = self.keepalive.deadline
+                nxt = q.next_deadline()
+                if nxt is not None:
+                    deadline = min(deadline, nxt)
+                self._wake.clear()
+                timer = self._loop.call_at(deadline + 0.001, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            # A write error ends the session (upstream too); the reader sees the close.
+            log.warning("node %s: write failed: %s", self.node_id, exc)
+            await self.close(WSCloseCode.GOING_AWAY, f"write failed: {exc}")
+
+    async def _write(self, msg: Message) -> None:
+        data = codec.encode(msg)
+        await asyncio.wait_for(self.ws.send_frame(data, WSMsgType.TEXT), self._write_timeout)
+        self.sent += 1

@@ -1,0 +1,1 @@
+"""pykubeedge.edge.edgehub: the edge side of the cloud channel (connection, certificates)."""

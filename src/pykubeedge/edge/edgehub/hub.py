@@ -1,0 +1,310 @@
+"""EdgeHub: the edge end of the cloud channel (beehive module ``websocket``, group ``hub``).
+
+- dials ``wss://<server>/<projectID>/<node>/events`` with the node's client certificate and the
+  headers ``node_id``, ``project_id``, ``ConnectionUse: msg``;
+- sends a keepalive every ``heartbeat`` seconds;
+- dispatches inbound messages by group (``resource``/``func`` -> meta, ``twin`` -> twin,
+  ``user`` -> eventbus/servicebus, ``taskmanager``), responses to their ``send_sync`` waiter;
+- sends what the edge modules give it to the cloud, throttled by ``messageQPS``/``messageBurst``;
+  while disconnected those messages wait in a bounded SQLite outbox and go first, in order,
+  after the reconnect (upstream drops them);
+- reconnects with exponential backoff **with jitter**, and tells the edge modules
+  ``cloud_connected`` / ``cloud_disconnected``.
+
+    hub = EdgeHub(EdgeHubSettings.from_config(cfg), outbox)
+    hive.add_module(hub)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.core import codec
+from pykubeedge.core.backoff import Backoff
+from pykubeedge.core.config import EdgeCoreConfig
+from pykubeedge.core.constants import (
+    Content,
+    EdgeGroup,
+    EdgeModule,
+    MessageGroup,
+    Operation,
+    ResourceType,
+    Source,
+)
+from pykubeedge.core.errors import ConfigError, DecodeError
+from pykubeedge.core.message import Message, error_message, new_message
+from pykubeedge.core.ratelimit import TokenBucket
+from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.transport.tls import client_context
+
+log = logging.getLogger(__name__)
+
+CONNECTION_EVENT_GROUPS = (EdgeGroup.TWIN, EdgeGroup.META, EdgeGroup.BUS, EdgeGroup.TASKMANAGER)
+DRAIN_BATCH = 100
+
+
+@dataclass(frozen=True)
+class EdgeHubSettings:
+    node_name: str
+    server: str  # host:port of CloudHub
+    project_id: str
+    heartbeat: float
+    message_qps: float
+    message_burst: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    handshake_timeout: float = 30.0
+    write_timeout: float = 15.0
+    reconnect_initial: float = 1.0
+    reconnect_cap: float = 30.0
+    max_frame: int = codec.MAX_MESSAGE_SIZE
+
+    @classmethod
+    def from_config(cls, cfg: EdgeCoreConfig) -> EdgeHubSettings:
+        hub = cfg.modules.edgeHub
+        if not cfg.node_name:
+            raise ConfigError("modules.edged.tailoredKubeletFlag.hostnameOverride (the node "
+                              "name) is empty")
+        return cls(
+            node_name=cfg.node_name, server=hub.websocket.server, project_id=hub.projectID,
+            heartbeat=hub.heartbeat, message_qps=hub.messageQPS, message_burst=hub.messageBurst,
+            ca_file=Path(hub.tlsCaFile), cert_file=Path(hub.tlsCertFile),
+            key_file=Path(hub.tlsPrivateKeyFile),
+            handshake_timeout=hub.websocket.handshakeTimeout,
+            write_timeout=hub.websocket.writeDeadline,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"wss://{self.server}/{self.project_id}/{self.node_name}/events"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Read the certificate files afresh (they change when the certificate rotates)."""
+        try:
+            return client_context(self.ca_file.read_bytes(), self.cert_file.read_bytes(),
+                                  self.key_file.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"cannot read the edge certificates: {exc}") from None
+
+
+class EdgeHub:
+    name = EdgeModule.EDGEHUB
+    group = EdgeGroup.HUB
+    restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
+
+    def __init__(self, settings: EdgeHubSettings, outbox: Outbox, *,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.s = settings
+        self.outbox = outbox
+        self._sleep = sleep
+        self._clock = clock
+        self.connected = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._lock = asyncio.Lock()  # orders "send directly" against "keep in the outbox"
+        self._backoff = Backoff(settings.reconnect_initial, settings.reconnect_cap)
+        self._ctx: BeehiveContext | None = None
+        self._reconnect_now = asyncio.Event()
+        self._bucket: TokenBucket | None = None
+        self.connects = 0
+
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    async def start(self, ctx: BeehiveContext) -> None:
+        self._ctx = ctx
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._route_to_cloud(ctx), name="edgehub-to-cloud")
+            tg.create_task(self._connection_loop(ctx), name="edgehub-connection")
+
+    def reconnect(self) -> None:
+        """Drop the connection and dial again (after a certificate rotation)."""
+        self._reconnect_now.set()
+        if self._ws is not None:
+            asyncio.get_running_loop().create_task(self._ws.close())
+
+    # -- the connection -------------------------------------------------------------------
+
+    async def _connection_loop(self, ctx: BeehiveContext) -> None:
+        headers = {"node_id": self.s.node_name, "project_id": self.s.project_id,
+                   "ConnectionUse": "msg"}
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.s.handshake_timeout,
+                                        sock_connect=self.s.handshake_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                ws = None
+                try:
+                    ws = await http.ws_connect(
+                        self.s.url, headers=headers, ssl=self.s.ssl_context(),
+                        heartbeat=self.s.heartbeat * 2, max_msg_size=self.s.max_frame,
+                        autoping=True, decode_text=False)
+                except (aiohttp.ClientError, OSError, TimeoutError, ConfigError) as exc:
+                    log.warning("cannot connect to CloudHub at %s: %s", self.s.url,
+                                _reason(exc))
+                if ws is not None:
+                    self._backoff.reset()
+                    await self._serve(ctx, ws)
+                if self._reconnect_now.is_set():
+                    self._reconnect_now.clear()
+                    continue
+                delay = self._backoff.next_delay()
+                log.info("reconnecting to CloudHub in %.1fs", delay)
+                await self._sleep(delay)
+
+    async def _serve(self, ctx: BeehiveContext, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.connects += 1
+        log.info("connected to CloudHub %s as node %s", self.s.server, self.s.node_name)
+        keepalive = asyncio.create_task(self._keepalive(ws))
+        reader = asyncio.create_task(self._read(ctx, ws))
+        try:
+            await self._drain_outbox(ws)
+            await self._publish_connection(ctx, Content.CLOUD_CONNECTED)
+            await reader
+        except (ConnectionError, TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
+            log.warning("connection to CloudHub broke: %s", _reason(exc))
+        finally:
+            self.connected.clear()
+            self._ws = None
+            for t in (keepalive, reader):
+                t.cancel()
+            await asyncio.gather(keepalive, reader, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await ws.close()
+            code = ws.close_code
+            log.warning("disconnected from CloudHub (close code %s)", code)
+            await self._publish_connection(ctx, Content.CLOUD_DISCONNECTED)
+
+    async def _drain_outbox(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send what waited in the outbox, oldest first, then switch to direct sending."""
+        sent = 0
+        while True:
+            async with self._lock:
+                batch = await self.outbox.peek(DRAIN_BATCH)
+                if not batch:
+                    self._ws = ws  # from now on send directly; nothing older is left
+                    self.connected.set()
+                    if sent:
+                        log.info("sent %d message(s) kept while disconnected", sent)
+                    return
+            for seq, msg in batch:
+                if msg is not None:
+                    await self._throttle()
+                    await self._write(ws, msg)
+                    sent += 1
+                await self.outbox.delete_through(seq)
+
+    async def _keepalive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            ping = new_message(source=EdgeModule.EDGEHUB, group=MessageGroup.RESOURCE,
+                               resource=ResourceType.NODE, operation=Operation.KEEPALIVE,
+                               content=Content.KEEPALIVE_PING)
+            try:
+                await self._write(ws, ping)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                log.warning("keepalive failed: %s", exc)
+                await ws.close()
+                return
+            await asyncio.sleep(self.s.heartbeat)
+
+    async def _read(self, ctx: BeehiveContext, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
+            if frame.type == WSMsgType.TEXT:
+                try:
+                    msg = codec.decode(frame.data, self.s.max_frame)
+                except DecodeError as exc:
+                    log.error("CloudHub sent a malformed message (%s); ignored", exc)
+                    continue
+                await self._dispatch(ctx, msg)
+            elif frame.type == WSMsgType.BINARY:
+                log.error("CloudHub sent a binary frame; ignored")
+            elif frame.type == WSMsgType.ERROR:
+                log.warning("connection error: %s", ws.exception())
+                return
+
+    async def _dispatch(self, ctx: BeehiveContext, msg: Message) -> None:
+        group = msg.group
+        if msg.parent_msg_id and group in (MessageGroup.RESOURCE, MessageGroup.FUNC,
+                                           MessageGroup.USER) and ctx.respond(msg):
+            return
+        if group in (MessageGroup.RESOURCE, MessageGroup.FUNC):
+            target = EdgeGroup.META
+        elif group == MessageGroup.TWIN:
+            target = EdgeGroup.TWIN
+        elif group == MessageGroup.TASKMANAGER:
+            target = EdgeGroup.TASKMANAGER
+        elif group == MessageGroup.USER:
+            if msg.source == Source.ROUTER_EVENTBUS:
+                target = EdgeGroup.BUS
+            elif msg.source == Source.ROUTER_SERVICEBUS:
+                target = EdgeGroup.USER
+            else:
+                log.warning("no edge module for user message from %r", msg.source)
+                return
+        else:
+            log.warning("no edge module for group %r (%s)", group, msg)
+            return
+        if not await ctx.send_to_group(target, msg):
+            log.debug("no module in edge group %s for %s", target, msg)
+
+    async def _publish_connection(self, ctx: BeehiveContext, content: str) -> None:
+        for group in CONNECTION_EVENT_GROUPS:
+            event = new_message(source=Source.EDGEHUB, group=group,
+                                resource=ResourceType.NODE_CONNECTION,
+                                operation=Operation.CONNECT, content=content)
+            with contextlib.suppress(Exception):
+                await ctx.send_to_group(group, event)
+
+    # -- edge modules -> cloud -----------------------------------------------------------------
+
+    async def _route_to_cloud(self, ctx: BeehiveContext) -> None:
+        while True:
+            msg = await ctx.receive(self.name)
+            await self.send(msg)
+
+    async def send(self, msg: Message) -> None:
+        """Send ``msg`` to the cloud now, or keep it for the reconnect; never drop it."""
+        async with self._lock:
+            ws = self._ws
+            if ws is not None:
+                try:
+                    await self._throttle()
+                    await self._write(ws, msg)
+                    return
+                except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                    log.warning("send failed (%s); keeping the message for the reconnect", exc)
+                    self._ws = None
+                    self.connected.clear()
+            if not await self.outbox.put(msg):
+                log.error("outbox full (%d); refusing %s", self.outbox.limit, msg)
+                if self._ctx is not None and msg.sync:
+                    self._ctx.respond(error_message(msg, "edgehub outbox is full"))
+
+    async def _throttle(self) -> None:
+        if self._bucket is None:
+            self._bucket = TokenBucket(self.s.message_qps, self.s.message_burst, self._now())
+        wait = self._bucket.reserve(self._now())
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse, msg: Message) -> None:
+        if ws.closed:
+            raise ConnectionError("connection closed")
+        await asyncio.wait_for(ws.send_frame(codec.encode(msg), WSMsgType.TEXT),
+                               self.s.write_timeout)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]

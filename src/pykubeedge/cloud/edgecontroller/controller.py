@@ -1,0 +1,226 @@
+"""EdgeController: sends nodes, pods, ConfigMaps and Secrets down to the edge nodes that need
+them, and serves what the edges ask of the API server (``upstream.py``).
+
+Downstream is event-driven: informers on edge Nodes, scheduled Pods, ConfigMaps and Secrets
+turn each change into an insert/update/delete for exactly the nodes concerned (a ConfigMap goes
+only to nodes whose pods use it). Messages a node has already ACKed (per SyncController's
+records) are not sent again, so a cloudcore restart does not resend the world. A node is
+*reconciled* (everything newer than its records sent, deletes for what is gone) when cloudcore
+starts and whenever the node connects.
+
+    ec = EdgeController(kube, sync)
+    hive.add_module(ec)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from typing import Any
+
+from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.cloud.edgecontroller.location import LocationCache, Ref
+from pykubeedge.cloud.edgecontroller.upstream import Upstream
+from pykubeedge.cloud.synccontroller.controller import SyncController
+from pykubeedge.core.constants import CloudGroup, CloudModule, MessageGroup, Operation
+from pykubeedge.core.hubproto import needs_ack
+from pykubeedge.core.message import Message, new_message
+from pykubeedge.kube.client import KubeClient
+from pykubeedge.kube.informer import ADDED, DELETED, Informer, InformerEvent
+from pykubeedge.kube.resources import CONFIGMAPS, NODES, PODS, SECRETS, Resource
+
+log = logging.getLogger(__name__)
+
+EDGE_NODE_LABEL = "node-role.kubernetes.io/edge"
+UPSTREAM_WORKERS = 16
+UPSTREAM_QUEUE = 1024
+
+
+def _with_kind(obj: dict[str, Any], res: Resource) -> dict[str, Any]:
+    if "kind" not in obj:
+        obj = {"apiVersion": res.api_version, "kind": res.kind, **obj}
+    return obj
+
+
+def _spec_view(node: dict[str, Any]) -> Any:
+    """What the edge cares about in its Node: everything but status and bookkeeping."""
+    meta = {k: v for k, v in (node.get("metadata") or {}).items()
+            if k not in ("resourceVersion", "managedFields", "generation")}
+    return meta, node.get("spec")
+
+
+class EdgeController:
+    name = CloudModule.EDGECONTROLLER
+    group = CloudGroup.EDGECONTROLLER
+    restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
+
+    def __init__(self, kube: KubeClient, sync: SyncController, *,
+                 cloudcore_address: str = "127.0.0.1") -> None:
+        self.kube = kube
+        self.sync = sync
+        self.location = LocationCache()
+        self.upstream = Upstream(kube, self.location, cloudcore_address=cloudcore_address)
+        self._ctx: BeehiveContext | None = None
+        self.nodes = Informer(kube, NODES, self._on_node, label_selector=EDGE_NODE_LABEL)
+        self.configmaps = Informer(kube, CONFIGMAPS, self._on_configmap)
+        self.secrets = Informer(kube, SECRETS, self._on_secret)
+        self.pods = Informer(kube, PODS, self._on_pod, field_selector="spec.nodeName!=")
+        self.synced = asyncio.Event()
+        self._queues = [asyncio.Queue[Message](UPSTREAM_QUEUE) for _ in range(UPSTREAM_WORKERS)]
+        self.sent = 0
+        self.skipped = 0
+
+    async def start(self, ctx: BeehiveContext) -> None:
+        self._ctx = ctx
+        async with asyncio.TaskGroup() as tg:
+            for i, q in enumerate(self._queues):
+                tg.create_task(self._upstream_worker(q), name=f"edgecontroller-upstream-{i}")
+            tg.create_task(self._receive(ctx), name="edgecontroller-receive")
+            await self.sync.loaded.wait()
+            # Order matters: nodes, then what pods reference, then pods.
+            for informer in (self.nodes, self.configmaps, self.secrets, self.pods):
+                tg.create_task(informer.run(), name=f"informer-{informer.resource.plural}")
+                await informer.synced.wait()
+            for node in sorted(self.location.edge_nodes):
+                await self.reconcile(node)
+            self.synced.set()
+            log.info("EdgeController synced: %d edge nodes, %d pods on them",
+                     len(self.location.edge_nodes),
+                     sum(len(self.location.pods_on(n)) for n in self.location.edge_nodes))
+
+    # -- downstream ----------------------------------------------------------------------------
+
+    async def _send(self, node: str, rtype: str, obj: dict[str, Any], operation: str) -> None:
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace") or "null"
+        msg = new_message(source=CloudModule.EDGECONTROLLER, group=MessageGroup.RESOURCE,
+                          operation=operation, resource=f"node/{node}/{ns}/{rtype}/{meta['name']}",
+                          resourceversion=str(meta.get("resourceVersion", "")), content=obj)
+        if not self.sync.should_send(node, msg):
+            self.skipped += 1
+            return
+        if needs_ack(msg):
+            self.sync.note_sent(node, msg)
+        assert self._ctx is not None
+        await self._ctx.send(CloudModule.CLOUDHUB, msg)
+        self.sent += 1
+
+    async def _on_node(self, ev: InformerEvent) -> None:
+        name = ev.obj["metadata"]["name"]
+        if ev.type == DELETED:
+            self.location.edge_nodes.discard(name)
+            await self._send(name, "node", _with_kind(ev.obj, NODES), Operation.DELETE)
+            dropped = self.sync.forget_node(name)
+            log.info("edge node %s deleted; dropped %d sync records", name, dropped)
+            return
+        self.location.edge_nodes.add(name)
+        if ev.old is not None and _spec_view(ev.old) == _spec_view(ev.obj):
+            return  # a status-only change: the edge wrote it itself
+        await self._send(name, "node", _with_kind(ev.obj, NODES), Operation.UPDATE)
+
+    async def _on_pod(self, ev: InformerEvent) -> None:
+        pod = _with_kind(ev.obj, PODS)
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        if ev.type == DELETED:
+            lost = self.location.delete_pod(pod)
+            if self.location.is_edge_node(node):
+                await self._send(node, "pod", pod, Operation.DELETE)
+                await self._send_refs(node, lost, Operation.DELETE)
+            return
+        gained, lost = self.location.update_pod(pod)
+        if not self.location.is_edge_node(node):
+            return
+        # What the pod needs goes first, so the edge can start it at once.
+        await self._send_refs(node, gained, Operation.UPDATE)
+        await self._send(node, "pod", pod, Operation.INSERT if ev.type == ADDED
+                         else Operation.UPDATE)
+        await self._send_refs(node, lost, Operation.DELETE)
+
+    async def _send_refs(self, node: str, refs: set[Ref], op: str) -> None:
+        """Send (or, once no pod of the node uses them, delete) ConfigMaps and Secrets."""
+        for kind, ns, name in sorted(refs):
+            informer = {"configmap": self.configmaps, "secret": self.secrets}.get(kind)
+            obj = informer.get(f"{ns}/{name}") if informer else None
+            if informer is not None and obj is not None:
+                await self._send(node, kind, _with_kind(obj, informer.resource), op)
+
+    async def _on_configmap(self, ev: InformerEvent) -> None:
+        op = {ADDED: Operation.INSERT, DELETED: Operation.DELETE}.get(ev.type, Operation.UPDATE)
+        await self._fan_out("configmap", _with_kind(ev.obj, CONFIGMAPS), op)
+
+    async def _on_secret(self, ev: InformerEvent) -> None:
+        op = Operation.DELETE if ev.type == DELETED else Operation.UPDATE  # as upstream
+        await self._fan_out("secret", _with_kind(ev.obj, SECRETS), op)
+
+    async def _fan_out(self, kind: str, obj: dict[str, Any], op: str) -> None:
+        meta = obj["metadata"]
+        for node in sorted(self.location.nodes_for(kind, meta.get("namespace", ""), meta["name"])):
+            if self.location.is_edge_node(node):
+                await self._send(node, kind, obj, op)
+
+    async def reconcile(self, node: str) -> tuple[int, int]:
+        """Bring ``node`` to the API server's state: send what is newer than its records,
+        delete what it has that is gone (or was replaced by a new UID). Returns (sent, deleted)."""
+        desired: dict[str, tuple[str, dict[str, Any], Resource]] = {}
+        node_obj = self.nodes.get(node)
+        if node_obj is not None:
+            desired[node_obj["metadata"]["uid"]] = ("node", node_obj, NODES)
+        for kind, ns, name in self.location.refs_of(node):
+            informer = {"configmap": self.configmaps, "secret": self.secrets}.get(kind)
+            obj = informer.get(f"{ns}/{name}") if informer else None
+            if informer is not None and obj is not None:
+                desired[obj["metadata"]["uid"]] = (kind, obj, informer.resource)
+        for key in self.location.pods_on(node):
+            pod = self.pods.get(key)
+            if pod is not None:
+                desired[pod["metadata"]["uid"]] = ("pod", pod, PODS)
+        sent_before = self.sent
+        for rtype, obj, res in desired.values():
+            await self._send(node, rtype, _with_kind(obj, res), Operation.UPDATE)
+        sent = self.sent - sent_before
+        deleted = 0
+        for rec in self.sync.records_of(node):
+            if rec.uid in desired:
+                continue
+            gone = {"apiVersion": "v1", "kind": rec.kind,
+                    "metadata": {"name": rec.name, "uid": rec.uid,
+                                 **({"namespace": rec.namespace} if rec.namespace else {})}}
+            await self._send(node, rec.resource_type, gone, Operation.DELETE)
+            deleted += 1
+        if sent or deleted:
+            log.info("reconciled node %s: %d sent, %d deleted", node, sent, deleted)
+        return sent, deleted
+
+    # -- upstream ---------------------------------------------------------------------------------
+
+    async def _receive(self, ctx: BeehiveContext) -> None:
+        while True:
+            msg = await ctx.receive(self.name)
+            if msg.operation in (Operation.CONNECTED, Operation.DISCONNECTED):
+                await self._on_connection(msg)
+                continue
+            node = msg.resource.split("/", 2)[1] if msg.resource.startswith("node/") else ""
+            # One worker per node (by hash): a node's requests stay in order.
+            q = self._queues[zlib.crc32(node.encode()) % len(self._queues)]
+            await q.put(msg)
+
+    async def _on_connection(self, msg: Message) -> None:
+        node = msg.resource.removeprefix("node/")
+        log.info("node %s %s", node, msg.operation)
+        if msg.operation == Operation.CONNECTED and self.synced.is_set():
+            await self.reconcile(node)
+
+    async def _upstream_worker(self, q: asyncio.Queue[Message]) -> None:
+        assert self._ctx is not None
+        while True:
+            msg = await q.get()
+            try:
+                reply = await self.upstream.handle(msg)
+            except Exception:  # a bug must not take the worker down with it
+                log.exception("failed to handle %s", msg)
+                continue
+            with contextlib.suppress(Exception):
+                await self._ctx.send(CloudModule.CLOUDHUB, reply)
+

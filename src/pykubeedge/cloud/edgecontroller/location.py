@@ -1,0 +1,132 @@
+"""Which edge node needs which object: pods by node, and the ConfigMaps, Secrets and
+ServiceAccounts each node's pods reference (volumes, projected sources, env, envFrom,
+imagePullSecrets). Upstream calls it the LocationCache.
+
+    loc = LocationCache()
+    loc.update_pod(pod)
+    loc.nodes_for("configmap", "default", "app-config")   # -> {"edge-1"}
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+Ref = tuple[str, str, str]  # (kind: configmap|secret|serviceaccount, namespace, name)
+
+
+@dataclass
+class _PodPlace:
+    node: str
+    uid: str
+    refs: frozenset[Ref] = field(default_factory=frozenset)
+
+
+def pod_references(pod: dict[str, Any]) -> frozenset[Ref]:
+    """Every ConfigMap, Secret and ServiceAccount a pod needs on its node."""
+    ns = pod.get("metadata", {}).get("namespace", "default")
+    spec = pod.get("spec") or {}
+    refs: set[Ref] = set()
+
+    def add(kind: str, name: object) -> None:
+        if isinstance(name, str) and name:
+            refs.add((kind, ns, name))
+
+    for vol in spec.get("volumes") or []:
+        add("configmap", (vol.get("configMap") or {}).get("name"))
+        add("secret", (vol.get("secret") or {}).get("secretName"))
+        for src in (vol.get("projected") or {}).get("sources") or []:
+            add("configmap", (src.get("configMap") or {}).get("name"))
+            add("secret", (src.get("secret") or {}).get("name"))
+    for container in _containers(spec):
+        for env in container.get("env") or []:
+            source = env.get("valueFrom") or {}
+            add("configmap", (source.get("configMapKeyRef") or {}).get("name"))
+            add("secret", (source.get("secretKeyRef") or {}).get("name"))
+        for env_from in container.get("envFrom") or []:
+            add("configmap", (env_from.get("configMapRef") or {}).get("name"))
+            add("secret", (env_from.get("secretRef") or {}).get("name"))
+    for secret in spec.get("imagePullSecrets") or []:
+        add("secret", secret.get("name"))
+    add("serviceaccount", spec.get("serviceAccountName"))
+    return frozenset(refs)
+
+
+def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        yield from spec.get(key) or []
+
+
+class LocationCache:
+    def __init__(self) -> None:
+        self.edge_nodes: set[str] = set()
+        self._pods: dict[str, _PodPlace] = {}  # "ns/name" -> where
+        self._pods_by_node: dict[str, set[str]] = defaultdict(set)
+        self._ref_count: dict[Ref, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def is_edge_node(self, name: str) -> bool:
+        return name in self.edge_nodes
+
+    def update_pod(self, pod: dict[str, Any]) -> tuple[set[Ref], set[Ref]]:
+        """Record ``pod``; returns the references its node gained and lost by it."""
+        meta = pod.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        if not node:
+            return set(), self.delete_pod(pod)
+        refs = pod_references(pod)
+        old = self._pods.get(key)
+        if old is not None and old.node == node and old.refs == refs:
+            old.uid = meta.get("uid", "")
+            return set(), set()
+        lost = self._forget(key, old) if old is not None else set()
+        gained = {r for r in refs if self._ref_count[r].get(node, 0) == 0}
+        self._pods[key] = _PodPlace(node, meta.get("uid", ""), refs)
+        self._pods_by_node[node].add(key)
+        for r in refs:
+            self._ref_count[r][node] += 1
+        return gained - lost, lost - refs
+
+    def delete_pod(self, pod: dict[str, Any]) -> set[Ref]:
+        """Forget ``pod``; returns the references its node no longer has."""
+        meta = pod.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        old = self._pods.pop(key, None)
+        return self._forget(key, old) if old is not None else set()
+
+    def _forget(self, key: str, place: _PodPlace) -> set[Ref]:
+        self._pods_by_node[place.node].discard(key)
+        if not self._pods_by_node[place.node]:
+            del self._pods_by_node[place.node]
+        lost = set()
+        for r in place.refs:
+            counts = self._ref_count[r]
+            counts[place.node] -= 1
+            if counts[place.node] <= 0:
+                del counts[place.node]
+                lost.add(r)
+            if not counts:
+                del self._ref_count[r]
+        return lost
+
+    def pod_node(self, namespace: str, name: str) -> tuple[str, str] | None:
+        """(node, uid) of a known scheduled pod."""
+        place = self._pods.get(f"{namespace}/{name}")
+        return (place.node, place.uid) if place else None
+
+    def pods_on(self, node: str) -> set[str]:
+        return set(self._pods_by_node.get(node, ()))
+
+    def nodes_for(self, kind: str, namespace: str, name: str) -> set[str]:
+        """The nodes whose pods reference this ConfigMap/Secret/ServiceAccount."""
+        counts = self._ref_count.get((kind, namespace, name))
+        return set(counts) if counts else set()
+
+    def node_uses(self, node: str, kind: str, namespace: str, name: str) -> bool:
+        counts = self._ref_count.get((kind, namespace, name))
+        return bool(counts) and counts.get(node, 0) > 0
+
+    def refs_of(self, node: str) -> set[Ref]:
+        return {r for r, counts in self._ref_count.items() if counts.get(node, 0) > 0}

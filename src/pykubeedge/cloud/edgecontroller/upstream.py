@@ -1,0 +1,240 @@
+"""What edge nodes ask of the API server, and the check that each asks only for its own.
+
+Upstream KubeEdge trusts the node prefix and lets any node patch any node or read any secret;
+here every request is checked against the node's identity (the CloudHub has already bound the
+prefix to the TLS certificate): a node may register and patch only itself, patch only the pods
+bound to it, and read only the ConfigMaps and Secrets its pods reference.
+
+    up = Upstream(kube, location, cloudcore_address="10.0.0.1")
+    reply = await up.handle(msg)        # a "response" or an "error" message for the edge
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from pykubeedge.cloud.edgecontroller.location import LocationCache
+from pykubeedge.core.constants import CloudModule, MessageGroup, Operation
+from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotAllowed, NotFound
+from pykubeedge.core.message import Message, error_message
+from pykubeedge.core.resource import CloudResource, parse_cloud
+from pykubeedge.kube.client import KubeClient
+from pykubeedge.kube.resources import CONFIGMAPS, EVENTS, LEASES, NODES, PODS, SECRETS
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, CloudResource, Message], Awaitable[Any]]
+RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
+
+
+def reply_to(req: Message, content: Any) -> Message:
+    """The edgecontroller's response: group ``resource`` so EdgeHub hands it to the waiter."""
+    return Message(parent_msg_id=req.msg_id, source=CloudModule.EDGECONTROLLER,
+                   group=MessageGroup.RESOURCE, operation=Operation.RESPONSE,
+                   resource=req.resource, content=content)
+
+
+def error_to(req: Message, err: Exception | str) -> Message:
+    return error_message(req, err, source=CloudModule.EDGECONTROLLER, group=MessageGroup.RESOURCE)
+
+
+def _json_content(msg: Message) -> dict[str, Any]:
+    content = msg.content
+    if isinstance(content, str | bytes):
+        try:
+            content = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"content of {msg.operation} {msg.resource} is not JSON: "
+                              f"{exc}") from None
+    if not isinstance(content, dict):
+        raise DecodeError(f"content of {msg.operation} {msg.resource} must be a JSON object")
+    return content
+
+
+def _restricted(label: str) -> bool:
+    domain = label.split("/", 1)[0] if "/" in label else ""
+    return any(domain == d or domain.endswith("." + d) for d in RESTRICTED_LABEL_DOMAINS)
+
+
+class Upstream:
+    def __init__(self, kube: KubeClient, location: LocationCache, *,
+                 cloudcore_address: str = "127.0.0.1") -> None:
+        self.kube = kube
+        self.location = location
+        self.cloudcore_address = cloudcore_address
+        self._handlers: dict[tuple[str, str], Handler] = {
+            ("node", Operation.INSERT): self._register_node,
+            ("node", Operation.QUERY): self._get_node,
+            ("nodepatch", Operation.PATCH): self._patch_node_status,
+            ("nodestatus", Operation.UPDATE): self._update_node_status,
+            ("podpatch", Operation.PATCH): self._patch_pod_status,
+            ("pod", Operation.DELETE): self._delete_pod,
+            ("lease", Operation.INSERT): self._put_lease,
+            ("lease", Operation.UPDATE): self._put_lease,
+            ("lease", Operation.QUERY): self._get_lease,
+            ("configmap", Operation.QUERY): self._get_referenced,
+            ("secret", Operation.QUERY): self._get_referenced,
+            ("event", Operation.INSERT): self._create_event,
+            ("event", Operation.UPDATE): self._create_event,
+        }
+
+    async def handle(self, msg: Message) -> Message:
+        """Serve one request from an edge; always returns the reply to send back."""
+        try:
+            res = parse_cloud(msg.resource)
+        except DecodeError as exc:
+            log.warning("bad resource from the edge: %s", exc)
+            return error_to(msg, exc)
+        handler = self._handlers.get((res.resource_type, msg.operation))
+        if handler is None:
+            log.warning("node %s: unsupported %s on %s", res.node_id, msg.operation,
+                        res.resource_type)
+            return error_to(msg, f"unsupported operation {msg.operation!r} on resource type "
+                                 f"{res.resource_type!r}")
+        try:
+            return reply_to(msg, await handler(res.node_id, res, msg))
+        except NotAllowed as exc:
+            log.warning("refused node %s: %s", res.node_id, exc)
+            return error_to(msg, exc)
+        except DecodeError as exc:
+            log.warning("node %s sent bad content: %s", res.node_id, exc)
+            return error_to(msg, exc)
+        except KubeError as exc:
+            log.info("node %s: %s %s failed: %s", res.node_id, msg.operation, msg.resource, exc)
+            return error_to(msg, exc)
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _own_node(node: str, res: CloudResource) -> None:
+        if res.name != node:
+            raise NotAllowed(f"node {node} may not act on node {res.name!r}")
+
+    async def _register_node(self, node: str, res: CloudResource, msg: Message) -> Any:
+        self._own_node(node, res)
+        obj = _json_content(msg)
+        meta = obj.setdefault("metadata", {})
+        if meta.get("name") != node:
+            raise NotAllowed(f"node {node} may not register a node named {meta.get('name')!r}")
+        labels = dict(meta.get("labels") or {})
+        # Labels under kubernetes.io / k8s.io are patched on after create (NodeRestriction).
+        meta["labels"] = {k: v for k, v in labels.items() if not _restricted(k)}
+        meta.setdefault("annotations", {})["cloudcore"] = self.cloudcore_address
+        for key in ("resourceVersion", "uid", "creationTimestamp"):
+            meta.pop(key, None)
+        try:
+            await self.kube.create(NODES, obj)
+        except Conflict:
+            log.info("node %s registered again; updating its labels and status", node)
+            status = obj.get("status")
+            if status:
+                await self.kube.patch_status(NODES, node, {"status": status})
+        patched = await self.kube.patch(NODES, node, {"metadata": {
+            "labels": labels, "annotations": {"cloudcore": self.cloudcore_address}}})
+        log.info("node %s registered", node)
+        return {"Object": patched, "Err": ""}
+
+    async def _get_node(self, node: str, res: CloudResource, msg: Message) -> Any:
+        self._own_node(node, res)
+        return await self.kube.get(NODES, node)
+
+    async def _patch_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
+        self._own_node(node, res)
+        patch = _json_content(msg)
+        return {"Object": await self.kube.patch_status(NODES, node, patch), "Err": ""}
+
+    async def _update_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
+        self._own_node(node, res)
+        body = _json_content(msg)  # legacy NodeStatusRequest {UID, Status, ExtendResources}
+        status = body.get("Status") or body.get("status")
+        if not isinstance(status, dict):
+            raise DecodeError("nodestatus update without a Status")
+        return await self.kube.patch_status(NODES, node, {"status": status})
+
+    # -- pods ----------------------------------------------------------------------------------
+
+    async def _own_pod(self, node: str, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            pod = await self.kube.get(PODS, name, namespace=namespace)
+        except NotFound:
+            raise NotAllowed(f"pod {namespace}/{name} does not exist") from None
+        bound = (pod.get("spec") or {}).get("nodeName")
+        if bound != node:
+            raise NotAllowed(f"pod {namespace}/{name} is bound to {bound!r}, not to {node}")
+        return pod
+
+    async def _patch_pod_status(self, node: str, res: CloudResource, msg: Message) -> Any:
+        patch = _json_content(msg)
+        pod = await self._own_pod(node, res.namespace, res.name)
+        want_uid = (patch.get("metadata") or {}).get("uid")
+        if want_uid and want_uid != pod["metadata"]["uid"]:
+            raise NotAllowed(f"pod {res.namespace}/{res.name} has another UID now "
+                             f"({pod['metadata']['uid']}), not {want_uid}")
+        updated = await self.kube.patch_status(PODS, res.name, patch, namespace=res.namespace)
+        return {"Object": updated, "Err": ""}
+
+    async def _delete_pod(self, node: str, res: CloudResource, msg: Message) -> Any:
+        """The edge has stopped a terminating pod: finish its deletion (as kubelet does)."""
+        pod = await self._own_pod(node, res.namespace, res.name)
+        content = msg.content if isinstance(msg.content, dict) else {}
+        uid = (content.get("metadata") or {}).get("uid") or pod["metadata"]["uid"]
+        with contextlib.suppress(NotFound):
+            await self.kube.delete(PODS, res.name, namespace=res.namespace, uid=uid,
+                                   grace_period_seconds=0)
+        return "OK"
+
+    # -- leases, config, events ---------------------------------------------------------------
+
+    def _own_lease(self, node: str, res: CloudResource) -> None:
+        if res.namespace != "kube-node-lease" or res.name != node:
+            raise NotAllowed(f"node {node} may not use lease {res.namespace}/{res.name}")
+
+    async def _put_lease(self, node: str, res: CloudResource, msg: Message) -> Any:
+        self._own_lease(node, res)
+        lease = _json_content(msg)
+        spec = lease.get("spec") or {}
+        try:
+            return await self.kube.patch(LEASES, node, {"spec": spec}, namespace=res.namespace)
+        except NotFound:
+            body = {"metadata": {"name": node, "namespace": res.namespace,
+                                 "ownerReferences": (lease.get("metadata") or {}).get(
+                                     "ownerReferences") or []},
+                    "spec": spec}
+            return await self.kube.create(LEASES, body)
+
+    async def _get_lease(self, node: str, res: CloudResource, msg: Message) -> Any:
+        self._own_lease(node, res)
+        return await self.kube.get(LEASES, node, namespace=res.namespace)
+
+    async def _get_referenced(self, node: str, res: CloudResource, msg: Message) -> Any:
+        kind = res.resource_type
+        if not self.location.node_uses(node, kind, res.namespace, res.name):
+            raise NotAllowed(f"no pod on node {node} uses {kind} {res.namespace}/{res.name}")
+        api = CONFIGMAPS if kind == "configmap" else SECRETS
+        obj = await self.kube.get(api, res.name, namespace=res.namespace)
+        obj.setdefault("kind", api.kind)
+        obj.setdefault("apiVersion", api.api_version)
+        return obj
+
+    async def _create_event(self, node: str, res: CloudResource, msg: Message) -> Any:
+        event = _json_content(msg)
+        involved = event.get("involvedObject") or {}
+        kind, name = involved.get("kind"), involved.get("name")
+        if kind == "Node" and name != node:
+            raise NotAllowed(f"node {node} may not report events of node {name!r}")
+        if kind == "Pod":
+            await self._own_pod(node, involved.get("namespace") or res.namespace, str(name))
+        event.setdefault("metadata", {})["namespace"] = res.namespace
+        event["metadata"].pop("resourceVersion", None)
+        try:
+            return await self.kube.create(EVENTS, event)
+        except Conflict:
+            meta = event["metadata"]
+            return await self.kube.patch(EVENTS, meta["name"], {
+                "count": event.get("count"), "lastTimestamp": event.get("lastTimestamp"),
+                "message": event.get("message")}, namespace=res.namespace)

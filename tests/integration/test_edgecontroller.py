@@ -16,7 +16,6 @@ from pykubeedge.cloud.edgecontroller.controller import EdgeController
 from pykubeedge.cloud.synccontroller.controller import SyncController
 from pykubeedge.core.message import Message, new_message
 from pykubeedge.core.resource import trim_for_edge
-from pykubeedge.devcluster.cluster import DevCluster
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import CONFIGMAPS, NODES, OBJECTSYNCS, PODS, SECRETS
 from tests.conftest import eventually
@@ -95,7 +94,7 @@ async def test_pods_and_their_configmaps_go_to_their_node_only(kube: KubeClient,
         await kube.create(NODES, edge_node(n))
     await kube.create(CONFIGMAPS, {"metadata": {"name": "cfg", "namespace": ns},
                                    "data": {"k": "1"}})
-    async with cloud(kube) as (ec, hub):
+    async with cloud(kube) as (_ec, hub):
         await kube.create(PODS, pod_on(a, "web", ns, cm="cfg"))
         await eventually(lambda: hub.to(a, "pod"), what="pod sent to its node")
         cms = hub.to(a, "configmap")

@@ -84,3 +84,8 @@ class TokenError(PyKubeEdgeError):
 
 class CertificateError(PyKubeEdgeError):
     """A certificate, key or CSR is missing, unparseable, untrusted or for the wrong identity."""
+
+
+class NotAllowed(PyKubeEdgeError):
+    """An edge node asked for something that is not its own (another node's status, a secret
+    no pod of its uses). The request is refused, logged and answered with an error."""

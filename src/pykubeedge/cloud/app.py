@@ -1,16 +1,17 @@
-"""The ``cloudcore`` command.
-
-Today it loads and validates cloudcore.yaml, prints the version and the effective config, and
-checks that the Kubernetes API server named by ``kubeAPIConfig`` answers. The CloudHub and
-controller modules are wired here as they land.
+"""The ``cloudcore`` command: CloudHub (WebSocket + HTTPS certificate service), EdgeController
+and SyncController in one process, wired from cloudcore.yaml.
 
     cloudcore --config /etc/kubeedge/config/cloudcore.yaml
-    cloudcore --defaultconfig          # print the defaults as YAML
+    cloudcore --kubeconfig ~/.kube/config         # defaults for everything else
+    cloudcore --defaultconfig                     # print the defaults as YAML
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,20 +20,86 @@ import typer
 import yaml
 
 from pykubeedge import __version__
+from pykubeedge.beehive import Hive
+from pykubeedge.beehive.runner import run as run_main
+from pykubeedge.cloud.cloudhub.certs import TokenManager, ensure_ca_and_server_cert
+from pykubeedge.cloud.cloudhub.httpserver import CertHTTPServer
+from pykubeedge.cloud.cloudhub.hub import CloudHub
+from pykubeedge.cloud.edgecontroller.controller import EdgeController
+from pykubeedge.cloud.synccontroller.controller import SyncController
 from pykubeedge.core.config import CloudCoreConfig, load_cloudcore_config
-from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.core.errors import ConfigError, NotFound, PyKubeEdgeError
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.config import load_kubeconfig
+from pykubeedge.kube.resources import CRDS
+
+log = logging.getLogger("pykubeedge.cloudcore")
+REQUIRED_CRDS = ("objectsyncs.reliablesyncs.kubeedge.io",
+                 "clusterobjectsyncs.reliablesyncs.kubeedge.io")
 
 app = typer.Typer(add_completion=False, help="pykubeedge cloudcore (cloud side of KubeEdge).")
 
 
-async def check_api_server(cfg: CloudCoreConfig) -> str:
-    """Return the API server's gitVersion, or raise a one-line PyKubeEdgeError."""
-    kubeconfig = load_kubeconfig(cfg.kubeAPIConfig.kubeConfig or None)
-    async with KubeClient(kubeconfig, timeout=10) as kube:
-        info = await kube.request("GET", "/version")
+async def check_api_server(kube: KubeClient) -> str:
+    """The API server's gitVersion, after checking the CRDs cloudcore needs are installed."""
+    info = await kube.request("GET", "/version")
+    for name in REQUIRED_CRDS:
+        try:
+            await kube.get(CRDS, name)
+        except NotFound:
+            raise ConfigError(f"CRD {name} is not installed (apply deploy/crds or start the "
+                              "control plane with `keadm local-up`)") from None
     return str(info.get("gitVersion", "unknown"))
+
+
+async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
+                        ready: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or a module dies for good)."""
+    hub_cfg = cfg.modules.cloudHub
+    async with KubeClient(load_kubeconfig(cfg.kubeAPIConfig.kubeConfig or None)) as kube:
+        version = await check_api_server(kube)
+        log.info("cloudcore %s, Kubernetes API server %s at %s", __version__, version,
+                 kube.config.server)
+        pki = await ensure_ca_and_server_cert(kube, hub_cfg)
+        tokens = TokenManager(kube, pki, hub_cfg.tokenRefreshDuration)
+        await tokens.refresh()  # so `keadm gettoken` works as soon as we are up
+        sync = SyncController(kube)
+        address = hub_cfg.advertiseAddress[0] if hub_cfg.advertiseAddress else "127.0.0.1"
+        controller = EdgeController(kube, sync, cloudcore_address=address)
+        hub = CloudHub(pki.server_ssl_context(require_client_cert=True),
+                       host=hub_cfg.websocket.address, port=hub_cfg.websocket.port,
+                       keepalive_interval=hub_cfg.keepaliveInterval, node_limit=hub_cfg.nodeLimit,
+                       write_timeout=hub_cfg.writeTimeout, ack_listener=sync.on_ack)
+        hive = Hive(on_module_stopped=lambda name, err: stop.set())
+        for module in (sync, controller, hub):
+            hive.add_module(module)
+        async with CertHTTPServer(pki, hub_cfg), hive:
+            refresher = asyncio.create_task(tokens.run(), name="token-refresh")
+            try:
+                await hub.ready.wait()
+                log.info("cloudcore is up: CloudHub wss on %s:%d, certificates on https %s:%d",
+                         hub.host, hub.port, hub_cfg.https.address, hub_cfg.https.port)
+                if ready is not None:
+                    ready.set()
+                await stop.wait()
+                log.info("cloudcore stopping")
+            finally:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _main(cfg: CloudCoreConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_cloudcore(cfg, stop)
 
 
 @app.command()
@@ -40,23 +107,25 @@ def run(
     config: Annotated[Path | None, typer.Option("--config", help="cloudcore.yaml")] = None,
     kubeconfig: Annotated[str | None, typer.Option(
         "--kubeconfig", help="overrides kubeAPIConfig.kubeConfig")] = None,
-    defaultconfig: Annotated[bool, typer.Option("--defaultconfig",
-                                                help="print the default config and exit")] = False,
+    defaultconfig: Annotated[bool, typer.Option(
+        "--defaultconfig", help="print the default config and exit")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")] = False,
 ) -> None:
     if defaultconfig:
         typer.echo(yaml.safe_dump(CloudCoreConfig().model_dump(), sort_keys=False))
         return
+    setup_logging(verbose)
     try:
         cfg = load_cloudcore_config(config)
         if kubeconfig:
             cfg.kubeAPIConfig.kubeConfig = kubeconfig
-        typer.echo(f"cloudcore {__version__}")
-        typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        version = asyncio.run(check_api_server(cfg))
+        run_main(_main(cfg))
     except PyKubeEdgeError as exc:
         typer.echo(f"cloudcore: error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Kubernetes API server {version} is reachable")
+    except OSError as exc:  # a port in use, typically
+        typer.echo(f"cloudcore: error: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -311,8 +311,8 @@ def reset(
     with contextlib.suppress(PyKubeEdgeError):
         hub = load_edgecore_config(config_file).modules.edgeHub
         # Only files inside --config-dir: a config file is no licence to delete elsewhere.
-        for f in (hub.tlsCaFile, hub.tlsCertFile, hub.tlsPrivateKeyFile):
-            p = Path(f).absolute()
+        for name in (hub.tlsCaFile, hub.tlsCertFile, hub.tlsPrivateKeyFile):
+            p = Path(name).absolute()
             if p.is_relative_to(config_dir) and p not in files:
                 files.append(p)
     existing = [f for f in files if f.is_file() or f.is_symlink()]

@@ -181,8 +181,13 @@ class Upstream:
     async def _delete_pod(self, node: str, res: CloudResource, msg: Message) -> Any:
         """The edge has stopped a terminating pod: finish its deletion (as kubelet does)."""
         pod = await self._own_pod(node, res.namespace, res.name)
-        content = msg.content if isinstance(msg.content, dict) else {}
-        uid = (content.get("metadata") or {}).get("uid") or pod["metadata"]["uid"]
+        content = msg.content
+        if isinstance(content, str | bytes):
+            content = _json_content(msg)
+        content = content if isinstance(content, dict) else {}
+        # Edged sends DeleteOptions {"preconditions": {"uid"}} as upstream; a Pod works too.
+        uid = ((content.get("preconditions") or {}).get("uid")
+               or (content.get("metadata") or {}).get("uid") or pod["metadata"]["uid"])
         with contextlib.suppress(NotFound):
             await self.kube.delete(PODS, res.name, namespace=res.namespace, uid=uid,
                                    grace_period_seconds=0)

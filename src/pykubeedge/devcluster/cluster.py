@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import ctypes
 import logging
 import os
 import secrets
 import shutil
-import signal
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +31,7 @@ import yaml
 from pykubeedge.core.errors import ControlPlaneError, KubeError
 from pykubeedge.devcluster import manifests
 from pykubeedge.devcluster.binaries import Binaries, Tier, ensure_binaries
+from pykubeedge.devcluster.process import ManagedProcess, free_port
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.config import load_kubeconfig
 from pykubeedge.transport import certs
@@ -42,40 +39,13 @@ from pykubeedge.transport import certs
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 15.0
-CONTROLLERS = ("deployment,replicaset,garbagecollector,namespace,serviceaccount,"
-               "serviceaccount-token,nodelifecycle")
-_PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: SIGTERM it when its parent goes away.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class _Proc:
-    name: str
-    argv: list[str]
-    log_path: Path
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+# What the tests and local-up need of kube-controller-manager; names as in 1.37's --help.
+CONTROLLERS = ",".join((
+    "deployment-controller", "replicaset-controller", "garbage-collector-controller",
+    "namespace-controller", "serviceaccount-controller", "serviceaccount-token-controller",
+    "node-lifecycle-controller", "taint-eviction-controller", "pod-garbage-collector-controller",
+    "root-ca-certificate-publisher-controller",  # kube-root-ca.crt, mounted by every pod
+))
 
 
 @dataclass
@@ -93,7 +63,7 @@ class DevCluster:
         self.token = secrets.token_hex(16)
         self.etcd_port = free_port()
         self.apiserver_port = free_port()
-        self.procs: dict[str, _Proc] = {}
+        self.procs: dict[str, ManagedProcess] = {}
         self.binaries: Binaries | None = None
 
     @property
@@ -129,7 +99,7 @@ class DevCluster:
         self._write_kubeconfig()
         self.progress("starting etcd")
         await self._spawn("etcd", self._etcd_argv())
-        await self._wait_tcp(self.etcd_port, "etcd")
+        await self.procs["etcd"].wait_port(self.etcd_port)
         self.progress("starting kube-apiserver")
         await self._spawn("kube-apiserver", self._apiserver_argv())
         await self.wait_ready()
@@ -149,13 +119,13 @@ class DevCluster:
         for name in ("kube-controller-manager", "kube-scheduler", "kube-apiserver", "etcd"):
             proc = self.procs.get(name)
             if proc:
-                await self._terminate(proc)
+                await proc.stop()
         if self._own_workdir and self.workdir and os.environ.get("PYKUBEEDGE_KEEP") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def restart_apiserver(self) -> None:
         """Stop and start kube-apiserver on the same port and etcd (for resilience tests)."""
-        await self._terminate(self.procs["kube-apiserver"])
+        await self.procs["kube-apiserver"].stop()
         await self._spawn("kube-apiserver", self._apiserver_argv())
         await self.wait_ready()
 
@@ -180,45 +150,9 @@ class DevCluster:
 
     async def _spawn(self, name: str, argv: list[str]) -> None:
         assert self.workdir is not None
-        proc = _Proc(name, argv, self.workdir / f"{name}.log")
-        # A local file, opened once per child start: not worth a thread.
-        out = open(proc.log_path, "ab")  # noqa: SIM115, ASYNC230
-        try:
-            proc.process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, preexec_fn=_die_with_parent)
-        except OSError as exc:
-            raise ControlPlaneError(f"cannot start {name}: {exc}") from exc
-        finally:
-            out.close()
+        proc = ManagedProcess(name, argv, self.workdir / f"{name}.log")
+        await proc.start()
         self.procs[name] = proc
-
-    async def _terminate(self, proc: _Proc) -> None:
-        p = proc.process
-        if p is None or p.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            p.terminate()
-        try:
-            await asyncio.wait_for(p.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("%s did not stop in %.0fs; killing it", proc.name, STOP_TIMEOUT_S)
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-            await p.wait()
-
-    async def _wait_tcp(self, port: int, name: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.procs[name].running:
-                raise ControlPlaneError(f"{name} exited:\n{self.procs[name].log_tail()}")
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", port)
-                w.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise ControlPlaneError(f"{name} did not listen on port {port} in {timeout:.0f}s")
 
     # -- files ------------------------------------------------------------------------------
 

@@ -1,20 +1,135 @@
-"""The ``edgecore`` command. Today it prints its version; EdgeHub, MetaManager and Edged are
-wired here as they land."""
+"""The ``edgecore`` command: EdgeHub, MetaManager (+ MetaServer) and Edged in one process,
+wired from edgecore.yaml.
+
+    edgecore --config /etc/kubeedge/config/edgecore.yaml
+    edgecore --defaultconfig
+
+The container runtime is chosen by ``modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint``:
+``fake://`` runs pods in memory (simulation, tests); a CRI socket is the containerd backend.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+import yaml
 
 from pykubeedge import __version__
+from pykubeedge.beehive import Hive
+from pykubeedge.beehive.runner import run as run_main
+from pykubeedge.core.config import DEFAULT_EDGECORE_CONFIG, EdgeCoreConfig, load_edgecore_config
+from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
+from pykubeedge.edge.edged.edged import Edged
+from pykubeedge.edge.edged.runtime import FakeRuntime, Runtime
+from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
+from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
+from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.edge.metamanager.manager import MetaManager
+from pykubeedge.edge.metamanager.metaserver import MetaServer
+from pykubeedge.edge.metamanager.store import MetaStore
+
+log = logging.getLogger("pykubeedge.edgecore")
+FAKE_RUNTIME = "fake://"
 
 app = typer.Typer(add_completion=False, help="pykubeedge edgecore (edge side of KubeEdge).")
 
 
+def runtime_endpoint(cfg: EdgeCoreConfig) -> str:
+    kubelet: Any = cfg.modules.edged.model_extra or {}
+    tailored = kubelet.get("tailoredKubeletConfig") or {}
+    return str(tailored.get("containerRuntimeEndpoint") or FAKE_RUNTIME)
+
+
+def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
+    endpoint = runtime_endpoint(cfg)
+    if endpoint.startswith(FAKE_RUNTIME):
+        return FakeRuntime()
+    raise ConfigError(f"container runtime endpoint {endpoint!r} is not supported yet; "
+                      f"use {FAKE_RUNTIME!r}")
+
+
+async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
+                       runtime: Runtime | None = None,
+                       ready: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or a module dies for good)."""
+    node = cfg.node_name
+    if not node:
+        raise ConfigError("modules.edged.tailoredKubeletFlag.hostnameOverride (the node name) "
+                          "is empty")
+    await bootstrap(cfg)  # a certificate for system:node:<node>, unless we have one
+    runtime = runtime or make_runtime(cfg)
+    db = cfg.database.dataSource
+    meta_cfg = cfg.modules.metaManager
+    async with contextlib.AsyncExitStack() as stack:
+        store = await MetaStore.open(db)
+        stack.push_async_callback(store.close)
+        outbox = await Outbox.open(db)
+        stack.push_async_callback(outbox.close)
+        metaserver = None
+        if meta_cfg.metaServer.enable:
+            host, _, port = meta_cfg.metaServer.server.rpartition(":")
+            metaserver = MetaServer(store, host=host or "127.0.0.1", port=int(port))
+        hub = EdgeHub(EdgeHubSettings.from_config(cfg), outbox)
+        modules = [
+            hub,
+            MetaManager(store, remote_query_timeout=meta_cfg.remoteQueryTimeout,
+                        metaserver=metaserver),
+            Edged(node_name=node, runtime=runtime,
+                  node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels),
+        ]
+        hive = Hive(on_module_stopped=lambda name, err: stop.set())
+        for module in modules:
+            hive.add_module(module)
+        await stack.enter_async_context(hive)
+        if cfg.modules.edgeHub.rotateCertificates:
+            rotator = CertRotator(cfg, on_rotated=hub.reconnect)
+            task = asyncio.create_task(rotator.run(), name="cert-rotation")
+            stack.callback(task.cancel)
+        log.info("edgecore %s for node %s: CloudHub %s, database %s%s", __version__, node,
+                 cfg.modules.edgeHub.websocket.server, db,
+                 f", MetaServer {metaserver.url}" if metaserver else "")
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("edgecore stopping")
+
+
+async def _main(cfg: EdgeCoreConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_edgecore(cfg, stop)
+
+
 @app.command()
-def run() -> None:
-    typer.echo(f"edgecore {__version__}")
+def run(
+    config: Annotated[Path, typer.Option("--config", help="edgecore.yaml")] =
+        DEFAULT_EDGECORE_CONFIG,
+    defaultconfig: Annotated[bool, typer.Option(
+        "--defaultconfig", help="print the default config and exit")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")] = False,
+) -> None:
+    if defaultconfig:
+        typer.echo(yaml.safe_dump(EdgeCoreConfig().model_dump(), sort_keys=False))
+        return
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_main(_main(load_edgecore_config(config)))
+    except PyKubeEdgeError as exc:
+        typer.echo(f"edgecore: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"edgecore: error: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ class Outbox:
             conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")  # MetaStore shares the file
             conn.execute(_SCHEMA)
             return conn
 

@@ -1,0 +1,109 @@
+"""Child processes that die with us: started in their own session (Ctrl-C reaches us, and we
+stop them in order), with PR_SET_PDEATHSIG so a killed parent leaves no orphans, output to a
+log file.
+
+    proc = ManagedProcess("etcd", ["etcd", "--data-dir", d], workdir / "etcd.log")
+    await proc.start()
+    ...
+    await proc.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from pykubeedge.core.errors import ControlPlaneError
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (free now; bind it soon)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: SIGTERM it when its parent goes away.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def start(self) -> None:
+        # A local file, opened once per child start: not worth a thread.
+        out = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError as exc:
+            raise ControlPlaneError(f"cannot start {self.name}: {exc}") from exc
+        finally:
+            out.close()
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal it and wait; SIGKILL after STOP_TIMEOUT_S."""
+        p = self.process
+        if p is None or p.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(sig)
+        try:
+            await asyncio.wait_for(p.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, STOP_TIMEOUT_S)
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            await p.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would (for resilience tests)."""
+        await self.stop(signal.SIGKILL)
+
+    async def wait_port(self, port: int, timeout: float = 30.0) -> None:
+        """Until something listens on 127.0.0.1:``port``; fails fast if the process exits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if not self.running:
+                raise ControlPlaneError(f"{self.name} exited:\n{self.log_tail()}")
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise ControlPlaneError(f"{self.name} did not listen on port {port} in {timeout:.0f}s")

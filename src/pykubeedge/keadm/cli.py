@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-import yaml
 from rich.console import Console
 
 from pykubeedge import __version__
 from pykubeedge.cloud.cloudhub.certs import read_token
-from pykubeedge.core.config import EdgeCoreConfig, load_edgecore_config
+from pykubeedge.core.config import load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
-from pykubeedge.devcluster.cluster import DevCluster
 from pykubeedge.edge.edgehub.certificate import bootstrap
+from pykubeedge.keadm.join import edgecore_config_for_join, write_edgecore_config
+from pykubeedge.keadm.localup import LocalUp
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.config import load_kubeconfig
 from pykubeedge.transport.token import is_valid_node_name, split_token
@@ -55,30 +55,44 @@ def local_up(
         help="use control-plane binaries from this directory instead of building them",
         envvar="PYKUBEEDGE_K8S_BIN_DIR")] = None,
     workdir: Annotated[Path | None, typer.Option(
-        help="keep state here (default: a temporary directory removed on exit)")] = None,
+        help="keep state and logs here (default: a temporary directory)")] = None,
+    node: Annotated[str, typer.Option(help="the edge node's name")] = "edge-node",
+    cloudhub_port: Annotated[int, typer.Option(help="CloudHub websocket port")] = 10000,
+    https_port: Annotated[int, typer.Option(help="CloudHub certificate port")] = 10002,
+    metaserver_port: Annotated[int, typer.Option(help="the edge's MetaServer port")] = 10550,
+    demo: Annotated[bool, typer.Option(help="deploy the demo workload")] = True,
     run_for: Annotated[float | None, typer.Option(
         help="stop after this many seconds (smoke tests); default: until Ctrl-C")] = None,
 ) -> None:
-    """Run the whole system on this machine until Ctrl-C."""
+    """Run the whole system on this machine until Ctrl-C: control plane, cloudcore, an edge
+    node joined with a token, and a demo Deployment on it."""
     if tier not in ("minimal", "full"):
-        console.print(f"[red]error:[/] --tier must be 'minimal' or 'full', not {tier!r}")
-        raise typer.Exit(2)
+        _fail("local-up", f"--tier must be 'minimal' or 'full', not {tier!r}", 2)
+    if not is_valid_node_name(node):
+        _fail("local-up", f"--node {node!r} is not a valid node name", 2)
+    for flag, port in (("--cloudhub-port", cloudhub_port), ("--https-port", https_port),
+                       ("--metaserver-port", metaserver_port)):
+        if not 0 <= port < 65536:
+            _fail("local-up", f"{flag} {port} is not a port number", 2)
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
+    up = LocalUp(tier=tier, workdir=workdir, bin_dir=bin_dir, node=node,  # type: ignore[arg-type]
+                 demo=demo, ws_port=cloudhub_port, https_port=https_port,
+                 metaserver_port=metaserver_port)
     try:
-        asyncio.run(_local_up(tier, bin_dir, workdir, run_for))
+        asyncio.run(_local_up(up, run_for))
     except PyKubeEdgeError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        _fail("local-up", exc)
+    except OSError as exc:
+        _fail("local-up", f"{exc.strerror or exc} (is another local-up running? "
+                          "choose other ports with --cloudhub-port etc.)")
 
 
-async def _local_up(tier: str, bin_dir: Path | None, workdir: Path | None,
-                    run_for: float | None) -> None:
+async def _local_up(up: LocalUp, run_for: float | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-
     status = console.status("preparing the control plane")
 
     def progress(msg: str) -> None:
@@ -86,32 +100,44 @@ async def _local_up(tier: str, bin_dir: Path | None, workdir: Path | None,
         if not msg.startswith("go: "):
             console.log(msg)
 
-    cluster = DevCluster(tier=tier, workdir=workdir, bin_dir=bin_dir,  # type: ignore[arg-type]
-                         progress=progress)
+    up.progress = up.cluster.progress = progress
+    started = loop.time()
     with status:
-        start = asyncio.create_task(cluster.start())
+        start = asyncio.create_task(up.start())
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
         if not start.done():
             start.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await start
-            await cluster.stop()
+            await up.stop()
             console.print("interrupted; stopped")
             return
-        waiter.cancel()
     try:
         start.result()
-        kube_version = cluster.binaries.kube_version if cluster.binaries else "?"
-        console.print(f"[green]Control plane ready[/] (Kubernetes {kube_version}, tier {tier})")
-        console.print(f"  kubeconfig: {cluster.kubeconfig}")
-        console.print(f"  try:        kubectl --kubeconfig {cluster.kubeconfig} get ns")
-        console.print("Press Ctrl-C to stop everything.")
+        _print_summary(up, loop.time() - started)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), run_for)
     finally:
         console.print("stopping")
-        await cluster.stop()
+        await up.stop()
+
+
+def _print_summary(up: LocalUp, seconds: float) -> None:
+    kubeconfig = up.cluster.kubeconfig
+    version = up.cluster.binaries.kube_version if up.cluster.binaries else "?"
+    console.print(f"[green]pykubeedge is up[/] in {seconds:.0f}s (Kubernetes {version}, "
+                  f"tier {up.tier})")
+    console.print(f"  kubeconfig:  {kubeconfig}")
+    console.print(f"  edge node:   {up.node} (CloudHub 127.0.0.1:{up.ws_port}, "
+                  f"MetaServer {up.metaserver})")
+    console.print(f"  logs:        {up.workdir}/{{cloudcore,edgecore}}.log")
+    console.print("  try:")
+    console.print(f"    kubectl --kubeconfig {kubeconfig} get nodes")
+    console.print(f"    kubectl --kubeconfig {kubeconfig} get pods -o wide")
+    console.print(f"    kubectl --server {up.metaserver} get pods -A      # the edge's view")
+    console.print("Press Ctrl-C to stop everything.")
 
 
 # -- join / gettoken / reset ------------------------------------------------------------------
@@ -181,35 +207,6 @@ def parse_labels(value: str) -> dict[str, str]:
     return labels
 
 
-def edgecore_config_for_join(host: str, port: int, cert_port: int, token: str, node: str,
-                             config_dir: Path, labels: dict[str, str]) -> EdgeCoreConfig:
-    """edgecore.yaml for a joining node: CloudHub address, token, name, cert paths."""
-    cfg = EdgeCoreConfig()
-    hub = cfg.modules.edgeHub
-    url_host = f"[{host}]" if ":" in host else host
-    hub.websocket.server = f"{url_host}:{port}"
-    hub.httpServer = f"https://{url_host}:{cert_port}"
-    hub.token = token
-    hub.tlsCaFile = str(config_dir / "ca" / "rootCA.crt")
-    hub.tlsCertFile = str(config_dir / "certs" / "server.crt")
-    hub.tlsPrivateKeyFile = str(config_dir / "certs" / "server.key")
-    flags = cfg.modules.edged.tailoredKubeletFlag
-    flags.hostnameOverride = node
-    flags.nodeLabels = labels
-    return cfg
-
-
-def _write_config(path: Path, cfg: EdgeCoreConfig) -> None:
-    # 0600: until the certificate is obtained the file holds the join token.
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    os.replace(tmp, path)
-
-
 async def _gettoken(kube_config: Path | None) -> str:
     async with KubeClient(load_kubeconfig(kube_config), timeout=10) as kube:
         return await read_token(kube)
@@ -273,10 +270,10 @@ def join(
                                    node_labels)
     config_file = config_dir / "config" / "edgecore.yaml"
     try:
-        _write_config(config_file, cfg)
+        write_edgecore_config(config_file, cfg)
         paths = asyncio.run(bootstrap(cfg))
         cfg.modules.edgeHub.token = ""  # the certificate replaces it; don't leave it lying around
-        _write_config(config_file, cfg)
+        write_edgecore_config(config_file, cfg)
     except PyKubeEdgeError as exc:
         _fail("join", exc)
     except OSError as exc:

@@ -1,0 +1,272 @@
+"""The whole system on one machine: a real control plane, cloudcore, one edge node joined with
+a token, and a demo workload on it.
+
+    async with LocalUp(workdir=Path("/tmp/pke")) as up:
+        print(up.cluster.kubeconfig, up.node)
+        await up.restart_cloudcore()
+
+Every part runs as a real process (cloudcore and edgecore are started from this Python), logs
+go to ``<workdir>/<name>.log``, and everything stops with the context (or when we are killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pykubeedge.cloud.cloudhub.certs import read_token
+from pykubeedge.core.config import CloudCoreConfig, EdgeCoreConfig
+from pykubeedge.core.errors import ControlPlaneError, KubeError
+from pykubeedge.devcluster.binaries import Tier
+from pykubeedge.devcluster.cluster import DevCluster
+from pykubeedge.devcluster.process import ManagedProcess, free_port
+from pykubeedge.edge.edgehub.certificate import bootstrap
+from pykubeedge.keadm.join import edgecore_config_for_join
+from pykubeedge.kube.client import KubeClient
+from pykubeedge.kube.resources import CONFIGMAPS, DEPLOYMENTS, NODES, PODS
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 120.0
+DEMO_LABELS = {"app": "pykubeedge-demo"}
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+async def poll(check: Callable[[], Any], what: str, timeout: float = READY_TIMEOUT_S,
+               interval: float = 0.2) -> Any:
+    """Await ``check()`` until it returns something truthy; bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = None
+    while loop.time() < deadline:
+        try:
+            result = await check()
+            if result:
+                return result
+        except KubeError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise ControlPlaneError(f"{what} not reached in {timeout:.0f}s" + (f": {last}" if last else ""))
+
+
+@dataclass
+class LocalUp:
+    tier: Tier = "full"
+    workdir: Path | None = None
+    bin_dir: Path | None = None
+    node: str = "edge-node"
+    node_labels: dict[str, str] = field(default_factory=lambda: {"disktype": "test"})
+    demo: bool = True
+    ws_port: int = 0  # 0: a free port (10000 is KubeEdge's default)
+    https_port: int = 0
+    metaserver_port: int = 0
+    progress: Callable[[str], None] = lambda _msg: None
+
+    def __post_init__(self) -> None:
+        self._own_workdir = self.workdir is None
+        self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix="pykubeedge-local-"))
+        self.ws_port = self.ws_port or free_port()
+        self.https_port = self.https_port or free_port()
+        self.metaserver_port = self.metaserver_port or free_port()
+        self.cluster = DevCluster(tier=self.tier, workdir=self.workdir / "control-plane",
+                                  bin_dir=self.bin_dir, progress=self.progress)
+        self.cloudcore: ManagedProcess | None = None
+        self.edgecore: ManagedProcess | None = None
+        self.kube: KubeClient | None = None
+
+    @property
+    def edge_dir(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "edge"
+
+    @property
+    def edge_db(self) -> Path:
+        return self.edge_dir / "edgecore.db"
+
+    @property
+    def metaserver(self) -> str:
+        return f"http://127.0.0.1:{self.metaserver_port}"
+
+    async def __aenter__(self) -> LocalUp:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- the whole thing --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        assert self.workdir is not None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster.workdir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        await self.cluster.start()
+        self.kube = self.cluster.client()
+        self.progress("starting cloudcore")
+        self._write_cloudcore_config()
+        await self.start_cloudcore()
+        self.progress(f"joining edge node {self.node}")
+        token = await poll(lambda: self._token(), "the join token in kubeedge/tokensecret")
+        await self._join(token)
+        self.progress("starting edgecore")
+        await self.start_edgecore()
+        await self.wait_node_ready()
+        if self.demo:
+            self.progress("deploying the demo workload")
+            await self.deploy_demo()
+
+    async def stop(self) -> None:
+        for proc in (self.edgecore, self.cloudcore):
+            if proc is not None:
+                await proc.stop()
+        if self.kube is not None:
+            await self.kube.close()
+        await self.cluster.stop()
+
+    # -- cloudcore ------------------------------------------------------------------------------
+
+    @property
+    def cloudcore_config(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "cloudcore.yaml"
+
+    def _write_cloudcore_config(self) -> None:
+        assert self.workdir is not None
+        cfg = CloudCoreConfig()
+        cfg.kubeAPIConfig.kubeConfig = str(self.cluster.kubeconfig)
+        hub = cfg.modules.cloudHub
+        hub.advertiseAddress = ["127.0.0.1"]
+        pki = self.workdir / "cloud-pki"  # absent: the CA lives in Secret kubeedge/casecret
+        hub.tlsCAFile, hub.tlsCAKeyFile = str(pki / "rootCA.crt"), str(pki / "rootCA.key")
+        hub.tlsCertFile, hub.tlsPrivateKeyFile = str(pki / "server.crt"), str(pki / "server.key")
+        hub.websocket.address, hub.websocket.port = "127.0.0.1", self.ws_port
+        hub.https.address, hub.https.port = "127.0.0.1", self.https_port
+        self.cloudcore_config.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+    async def start_cloudcore(self) -> None:
+        assert self.workdir is not None
+        self.cloudcore = ManagedProcess(
+            "cloudcore", [sys.executable, "-m", "pykubeedge.cloud", "--config",
+                          str(self.cloudcore_config)], self.workdir / "cloudcore.log")
+        await self.cloudcore.start()
+        await self.cloudcore.wait_port(self.ws_port, timeout=60)
+
+    async def stop_cloudcore(self, *, crash: bool = False) -> None:
+        if self.cloudcore is not None:
+            await (self.cloudcore.kill() if crash else self.cloudcore.stop())
+
+    async def restart_cloudcore(self) -> None:
+        await self.stop_cloudcore()
+        await self.start_cloudcore()
+
+    async def _token(self) -> str | None:
+        assert self.kube is not None
+        with contextlib.suppress(Exception):
+            return await read_token(self.kube)
+        if self.cloudcore is not None and not self.cloudcore.running:
+            raise ControlPlaneError(f"cloudcore exited:\n{self.cloudcore.log_tail()}")
+        return None
+
+    # -- edgecore -------------------------------------------------------------------------------
+
+    @property
+    def edgecore_config(self) -> Path:
+        return self.edge_dir / "config" / "edgecore.yaml"
+
+    async def _join(self, token: str) -> None:
+        """What `keadm join` does, with local paths: config, certificates, token cleared."""
+        cfg: EdgeCoreConfig = edgecore_config_for_join(
+            "127.0.0.1", self.ws_port, self.https_port, token, self.node, self.edge_dir,
+            dict(self.node_labels))
+        cfg.database.dataSource = str(self.edge_db)
+        cfg.modules.metaManager.metaServer.enable = True
+        cfg.modules.metaManager.metaServer.server = f"127.0.0.1:{self.metaserver_port}"
+        cfg.modules.edged.tailoredKubeletFlag.rootDirectory = str(self.edge_dir / "kubelet")
+        extra = cfg.modules.edged.model_extra
+        assert extra is not None
+        extra["tailoredKubeletConfig"] = {"containerRuntimeEndpoint": "fake://"}
+        await bootstrap(cfg)
+        cfg.modules.edgeHub.token = ""
+        self.edgecore_config.parent.mkdir(parents=True, exist_ok=True)
+        self.edgecore_config.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+    async def start_edgecore(self) -> None:
+        assert self.workdir is not None
+        self.edgecore = ManagedProcess(
+            "edgecore", [sys.executable, "-m", "pykubeedge.edge", "--config",
+                         str(self.edgecore_config)], self.workdir / "edgecore.log")
+        await self.edgecore.start()
+        await self.edgecore.wait_port(self.metaserver_port, timeout=60)
+
+    async def stop_edgecore(self, *, crash: bool = False) -> None:
+        if self.edgecore is not None:
+            await (self.edgecore.kill() if crash else self.edgecore.stop())
+
+    async def wait_node_ready(self, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
+        assert self.kube is not None
+        kube = self.kube
+
+        async def ready() -> dict[str, Any] | None:
+            try:
+                node = await kube.get(NODES, self.node)
+            except KubeError:
+                node = None
+            if self.edgecore is not None and not self.edgecore.running:
+                raise ControlPlaneError(f"edgecore exited:\n{self.edgecore.log_tail()}")
+            return node if node is not None and _node_ready(node) else None
+
+        result: dict[str, Any] = await poll(ready, f"node {self.node} Ready", timeout)
+        return result
+
+    # -- the demo ---------------------------------------------------------------------------------
+
+    async def deploy_demo(self, replicas: int = 2) -> list[dict[str, Any]]:
+        """A ConfigMap and a Deployment scheduled onto the edge node; waits until Running."""
+        assert self.kube is not None
+        kube = self.kube
+        await kube.create(CONFIGMAPS, {"metadata": {"name": "demo-config", "namespace": "default"},
+                                       "data": {"greeting": "hello from the cloud"}})
+        await kube.create(DEPLOYMENTS, {
+            "metadata": {"name": "demo", "namespace": "default"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": DEMO_LABELS},
+                "template": {
+                    "metadata": {"labels": DEMO_LABELS},
+                    "spec": {
+                        "nodeSelector": {"node-role.kubernetes.io/edge": ""},
+                        "containers": [{"name": "web", "image": "busybox",
+                                        "command": ["httpd", "-f", "-p", "8080"],
+                                        "volumeMounts": [{"name": "cfg",
+                                                          "mountPath": "/etc/demo"}]}],
+                        "volumes": [{"name": "cfg", "configMap": {"name": "demo-config"}}],
+                    },
+                },
+            },
+        })
+        selector = ",".join(f"{k}={v}" for k, v in DEMO_LABELS.items())
+
+        async def running() -> list[dict[str, Any]] | None:
+            pods = (await kube.list(PODS, namespace="default", label_selector=selector))["items"]
+            ok = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+            return pods if len(ok) >= replicas else None
+
+        result: list[dict[str, Any]] = await poll(running, "demo pods Running")
+        return result

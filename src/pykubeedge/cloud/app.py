@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -90,6 +91,7 @@ async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
 
 
 def setup_logging(verbose: bool) -> None:
+    verbose = verbose or os.environ.get("PYKUBEEDGE_DEBUG") == "1"
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

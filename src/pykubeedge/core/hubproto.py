@@ -129,7 +129,8 @@ class NodeQueue:
         # Insertion-ordered: FIFO across objects; replacing a pending key keeps its place.
         self._pending: OrderedDict[str, Message] = OrderedDict()
         self._noack: deque[Message] = deque()
-        # Ordered by deadline, because every (re)send moves the entry to the end.
+        # In send order, every resend moving its entry to the end. Only the first entry's
+        # deadline is live (see ``ack``): the ones behind it are not due before it is.
         self._inflight: OrderedDict[str, _InFlight] = OrderedDict()
         self._inflight_by_key: dict[str, str] = {}
         self._delayed: dict[str, float] = {}  # key -> not before (requeue backoff)
@@ -195,11 +196,20 @@ class NodeQueue:
 
     def ack(self, parent_msg_id: str, now: float) -> Message | None:
         """The edge ACKed ``parent_msg_id``: return the ACKed message (None if unknown)."""
-        entry = self._inflight.pop(parent_msg_id, None)
+        inflight = self._inflight
+        was_first = bool(inflight) and next(iter(inflight)) == parent_msg_id
+        entry = inflight.pop(parent_msg_id, None)
         if entry is None:
             return None
         self._inflight_by_key.pop(entry.key, None)
         self._failures.pop(entry.key, None)
+        if was_first and inflight:
+            head = next(iter(inflight.values()))
+            # The oldest un-ACKed message was ACKed: the edge is making progress, and it works
+            # through a connection in order, so the next one's wait for an ACK starts now. With
+            # a window of one (upstream) this changes nothing; with a deep window it keeps
+            # messages that merely queue behind others at a slow edge from being resent.
+            head.deadline = max(head.deadline, now + self.resend_interval)
         return entry.msg
 
     def due(self, now: float) -> list[Message]:

@@ -145,5 +145,7 @@ class NodeSession:
 
     async def _write(self, msg: Message) -> None:
         data = codec.encode(msg)
-        await asyncio.wait_for(self.ws.send_frame(data, WSMsgType.TEXT), self._write_timeout)
+        # A timeout scope, not wait_for: on 3.11 wait_for runs every write in a new Task.
+        async with asyncio.timeout(self._write_timeout):
+            await self.ws.send_frame(data, WSMsgType.TEXT)
         self.sent += 1

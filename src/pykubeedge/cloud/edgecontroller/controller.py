@@ -102,7 +102,7 @@ class EdgeController:
             self.skipped += 1
             return
         if needs_ack(msg):
-            self.sync.note_sent(node, msg)
+            await self.sync.ensure_record(node, msg)
         assert self._ctx is not None
         await self._ctx.send(CloudModule.CLOUDHUB, msg)
         self.sent += 1

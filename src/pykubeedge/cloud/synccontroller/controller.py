@@ -87,12 +87,22 @@ class SyncController:
         rec = self.records.get((node, uid))
         return rec is None or rv_newer(msg.resourceversion, rec.rv)
 
-    def note_sent(self, node: str, msg: Message) -> None:
-        """An ACK message goes to ``node``: make sure a record exists (RV "0" until ACKed), so
-        that an object deleted before the ACK is still deleted on the edge later."""
+    async def ensure_record(self, node: str, msg: Message) -> None:
+        """Before an ACK message first goes to ``node``, its record exists in the API server
+        (RV "0" until ACKed). So even if cloudcore crashes right after sending, an object
+        deleted later is still deleted on the edge: the record says the edge may have it."""
         rec = self._record_for(node, msg)
-        if rec is not None and (node, rec.uid) not in self.records:
-            self._put(rec)
+        if rec is None or (node, rec.uid) in self.records:
+            return
+        rec.rv = "0"
+        self.records[(node, rec.uid)] = rec
+        self._by_node[node].add(rec.uid)
+        try:
+            await self._create(rec)
+        except KubeError as exc:
+            log.warning("creating sync record %s failed (%s); retrying in the background",
+                        rec.resource_name, exc)
+            self._mark((node, rec.uid), rec)
 
     def on_ack(self, node: str, msg: Message) -> None:
         """CloudHub's ACK callback: the node now has ``msg``'s version (or has deleted it)."""
@@ -212,9 +222,16 @@ class SyncController:
             return
         except NotFound:
             pass
+        if await self._create(rec):
+            await self.kube.patch_status(res, rec.resource_name, status,
+                                         namespace=rec.namespace, patch_type="merge")
+
+    async def _create(self, rec: Record) -> bool:
+        """Create the record; False if its namespace is gone (and so is the object)."""
+        res = CLUSTEROBJECTSYNCS if rec.namespace is None else OBJECTSYNCS
         body: dict[str, Any] = {"metadata": {"name": rec.resource_name},
-                "spec": {"objectAPIVersion": "v1", "objectKind": rec.kind,
-                         "objectName": rec.name}}
+                                "spec": {"objectAPIVersion": "v1", "objectKind": rec.kind,
+                                         "objectName": rec.name}}
         if rec.namespace is not None:
             body["metadata"]["namespace"] = rec.namespace
         try:
@@ -222,6 +239,5 @@ class SyncController:
         except Conflict:
             pass
         except NotFound:
-            return  # the namespace is gone, and so is the object
-        await self.kube.patch_status(res, rec.resource_name, status, namespace=rec.namespace,
-                                     patch_type="merge")
+            return False
+        return True

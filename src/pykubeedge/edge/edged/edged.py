@@ -53,7 +53,7 @@ from pykubeedge.edge.edged.node import (
     refresh_conditions,
     status_without_heartbeats,
 )
-from pykubeedge.edge.edged.podstatus import TERMINAL_PHASES, rejected_status
+from pykubeedge.edge.edged.podstatus import TERMINAL_PHASES, rejected_status, status_patch
 from pykubeedge.edge.edged.podworker import PodWorker, WorkerDeps, grace_seconds
 from pykubeedge.edge.edged.runtime import (
     ContainerRuntimeError,
@@ -401,7 +401,7 @@ class Edged:
         status = rejected_status(
             reason=reason, message=message, host_ip=self._host_ip(), now=self._clock()
         )
-        content = orjson.dumps({"metadata": {"uid": metadata["uid"]}, "status": status})
+        content = orjson.dumps(status_patch(metadata["uid"], status))
         resource = build_edge(
             metadata.get("namespace") or "default", ResourceType.POD_PATCH, metadata["name"]
         )

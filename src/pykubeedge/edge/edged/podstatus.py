@@ -268,3 +268,21 @@ def rejected_status(*, reason: str, message: str, host_ip: str, now: float) -> d
         "hostIPs": [{"ip": host_ip}],
         "startTime": rfc3339(now),
     }
+
+
+# Lists of the pod status that strategic merge patches merge by key (patchMergeKey "ip"):
+# sent as they are, the API server would keep old IPs next to the new ones.
+_MERGED_BY_KEY = ("podIPs", "hostIPs")
+
+
+def status_patch(uid: str, status: dict[str, Any]) -> dict[str, Any]:
+    """The strategic-merge patch that makes the API server's pod status equal ``status``.
+
+    >>> status_patch("u1", {"podIPs": [{"ip": "10.88.0.2"}]})["status"]["podIPs"]
+    [{'$patch': 'replace'}, {'ip': '10.88.0.2'}]
+    """
+    patch = dict(status)
+    for key in _MERGED_BY_KEY:
+        if key in patch:
+            patch[key] = [{"$patch": "replace"}, *patch[key]]
+    return {"metadata": {"uid": uid}, "status": patch}

@@ -37,6 +37,7 @@ from pykubeedge.edge.edged.podstatus import (
     pod_phase,
     restart_policy,
     should_restart,
+    status_patch,
 )
 from pykubeedge.edge.edged.runtime import (
     ContainerRuntimeError,
@@ -570,7 +571,7 @@ class PodWorker:
         if status == self.last_sent and not self.unsynced and not force:
             return True
         self._conditions = status["conditions"]
-        patch = {"metadata": {"uid": self.uid}, "status": status}
+        patch = status_patch(self.uid, status)
         resource = build_edge(self.namespace, ResourceType.POD_PATCH, self.name)
         try:
             await self._deps.meta.request(

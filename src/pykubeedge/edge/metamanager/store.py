@@ -395,7 +395,8 @@ class MetaStore:
         text = _to_json_text(patch)
         pod_type = BY_TYPE[ResourceType.POD]
         pod_key = RESOURCE_SEP.join((namespace, ResourceType.POD, name))
-        fields = {k: v for k, v in (status or {}).items() if not k.startswith("$")}
+        fields = {k: _without_directives(v) for k, v in (status or {}).items()
+                  if not k.startswith("$")}
 
         def write(conn: sqlite3.Connection, op: _Op) -> int:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -818,3 +819,10 @@ def _succeed(future: asyncio.Future[T], value: T) -> None:
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
+
+
+def _without_directives(value: Any) -> Any:
+    """A list as a strategic-merge patch may send it, minus ``{"$patch": ...}`` elements."""
+    if isinstance(value, list):
+        return [v for v in value if not (isinstance(v, dict) and "$patch" in v)]
+    return value

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pykubeedge.keadm.localup import LocalUp
-from pykubeedge.kube.resources import CONFIGMAPS, PODS
+from pykubeedge.kube.resources import CONFIGMAPS, NODES, PODS
 from tests.conftest import eventually
 from tests.e2e.conftest import edge_rows
 
@@ -174,3 +174,31 @@ async def test_edge_restarts_from_sqlite_while_cut_off(local: LocalUp) -> None:
     after = await kube.get(PODS, "auto-web", namespace="default")
     assert after["metadata"]["uid"] == before["metadata"]["uid"]  # never deleted/recreated
     await local.wait_node_ready()
+
+
+async def test_node_goes_not_ready_when_cut_off_and_ready_again(local: LocalUp) -> None:
+    assert local.kube is not None
+    kube = local.kube
+    pods_before = {p["metadata"]["uid"] for p in (await kube.list(
+        PODS, field_selector=f"spec.nodeName={local.node}"))["items"]}
+
+    async def ready_status() -> str:
+        node = await kube.get(NODES, local.node)
+        return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+    await local.stop_cloudcore()
+    t0 = time.monotonic()
+    await eventually(lambda: _is_not(ready_status(), "True"), timeout=90, interval=0.5,
+                     what="node marked not ready by the node lifecycle controller")
+    print(f"node not ready {time.monotonic() - t0:.1f}s after the cut")
+    await local.start_cloudcore()
+    t0 = time.monotonic()
+    await local.wait_node_ready(timeout=60)
+    print(f"node Ready again {time.monotonic() - t0:.1f}s after cloudcore came back")
+    pods_after = {p["metadata"]["uid"] for p in (await kube.list(
+        PODS, field_selector=f"spec.nodeName={local.node}"))["items"]}
+    assert pods_before <= pods_after  # nothing evicted or recreated by a short outage
+
+
+async def _is_not(coro: object, value: str) -> bool:
+    return await coro != value  # type: ignore[misc]

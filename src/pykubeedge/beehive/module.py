@@ -43,6 +43,8 @@ class BeehiveContext(Protocol):
 
     async def receive(self, module: str) -> Message: ...
 
+    def members(self, group: str) -> tuple[str, ...]: ...
+
 
 class Module(Protocol):
     """A beehive module. Plain class attributes satisfy the read-only members."""

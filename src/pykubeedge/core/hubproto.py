@@ -118,6 +118,10 @@ class _InFlight:
 class NodeQueue:
     """The outbound queue of one edge node."""
 
+    __slots__ = ("_delayed", "_failures", "_inflight", "_inflight_by_key", "_noack", "_pending",
+                 "dropped", "max_pending", "max_resends", "noack_limit", "resend_interval",
+                 "window")
+
     def __init__(self, *, window: int = DEFAULT_WINDOW, resend_interval: float = RESEND_INTERVAL_S,
                  max_resends: int = MAX_RESENDS, noack_limit: int = DEFAULT_NOACK_LIMIT,
                  max_pending: int = 100_000) -> None:
@@ -128,7 +132,7 @@ class NodeQueue:
         self.max_pending = max_pending
         # Insertion-ordered: FIFO across objects; replacing a pending key keeps its place.
         self._pending: OrderedDict[str, Message] = OrderedDict()
-        self._noack: deque[Message] = deque()
+        self._noack: deque[Message] | None = None  # created on first use: most nodes get none
         # In send order, every resend moving its entry to the end. Only the first entry's
         # deadline is live (see ``ack``): the ones behind it are not due before it is.
         self._inflight: OrderedDict[str, _InFlight] = OrderedDict()
@@ -138,7 +142,7 @@ class NodeQueue:
         self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._noack) + len(self._inflight)
+        return len(self._pending) + len(self._noack or ()) + len(self._inflight)
 
     @property
     def inflight(self) -> int:
@@ -147,6 +151,8 @@ class NodeQueue:
     def push(self, msg: Message, now: float) -> Pushed:
         """Queue ``msg`` for the node, applying the supersede rule to ACK messages."""
         if not needs_ack(msg):
+            if self._noack is None:
+                self._noack = deque()
             if len(self._noack) >= self.noack_limit:
                 self.dropped += 1
                 return Pushed.DROPPED_FULL
@@ -277,6 +283,8 @@ class KeepaliveDeadline:
     >>> k.expired(29.9), k.expired(30.1)
     (False, True)
     """
+
+    __slots__ = ("deadline", "interval")
 
     def __init__(self, interval: float, now: float) -> None:
         self.interval = interval

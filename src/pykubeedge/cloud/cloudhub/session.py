@@ -38,6 +38,12 @@ Upstream = Callable[["NodeSession", Message], Awaitable[None]]
 
 
 class NodeSession:
+    # Thousands of these live at once: slots, a lazy ``done`` event, and a writer task only
+    # while the node has messages in flight (an idle session is a timer for its deadlines).
+    __slots__ = ("_done", "_finished", "_loop", "_max_frame", "_timer", "_upstream", "_wakeup",
+                 "_write_timeout", "_writer", "close_reason", "keepalive", "node_id",
+                 "project_id", "queue", "received", "sent", "ws")
+
     def __init__(self, node_id: str, project_id: str, ws: WebSocket, queue: NodeQueue,
                  upstream: Upstream, *, keepalive_interval: float, write_timeout: float,
                  max_frame: int = codec.MAX_MESSAGE_SIZE) -> None:
@@ -50,15 +56,33 @@ class NodeSession:
         self._max_frame = max_frame
         self._loop = asyncio.get_running_loop()
         self.keepalive = KeepaliveDeadline(keepalive_interval, self._loop.time())
-        self._wake = asyncio.Event()
-        self.done = asyncio.Event()  # set once run() has cleaned up
+        self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None  # the writer waits on it
+        self._timer: asyncio.TimerHandle | None = None  # wakes the writer at the next deadline
+        self._done: asyncio.Event | None = None
+        self._finished = False
         self.close_reason = ""
         self.sent = 0
         self.received = 0
 
+    @property
+    def done(self) -> asyncio.Event:
+        """Set once run() has cleaned up."""
+        if self._done is None:
+            self._done = asyncio.Event()
+            if self._finished:
+                self._done.set()
+        return self._done
+
     def wake(self) -> None:
-        """Something was queued or ACKed: let the writer look again."""
-        self._wake.set()
+        """Something was queued or ACKed, or a deadline came: let the writer look again."""
+        if self._finished or self.close_reason:
+            return
+        if self._writer is None:
+            self._writer = self._loop.create_task(self._write_loop(),
+                                                  name=f"cloudhub-writer-{self.node_id}")
+        elif self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     def on_keepalive(self) -> None:
         self.keepalive.keepalive(self._loop.time())
@@ -69,18 +93,24 @@ class NodeSession:
     async def run(self) -> None:
         """Serve the connection until it closes, the keepalive lapses or we are cancelled.
         What was in flight goes back to the queue for the next connection."""
-        writer = asyncio.create_task(self._write_loop(), name=f"cloudhub-writer-{self.node_id}")
+        self.wake()  # send what waited for this node, and arm the keepalive deadline
         try:
             await self._read_loop()
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            self._finished = True
+            if self._timer is not None:
+                self._timer.cancel()
+            writer = self._writer
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
             with contextlib.suppress(Exception):
                 await self.ws.close(code=WSCloseCode.GOING_AWAY,
                                     message=self.close_reason.encode()[:120])
             back = self.queue.requeue_inflight()
-            self.done.set()
+            if self._done is not None:
+                self._done.set()
             log.info("node %s disconnected (%s); %d un-ACKed message(s) kept for its return",
                      self.node_id, self.close_reason or "connection closed", back)
 
@@ -102,6 +132,7 @@ class NodeSession:
                     return
                 self.received += 1
                 await self._upstream(self, msg)
+                del frame, msg  # an idle session need not keep its last keepalive alive
             elif frame.type == WSMsgType.BINARY:
                 log.warning("node %s sent a binary frame; closing its connection", self.node_id)
                 await self.close(WSCloseCode.UNSUPPORTED_DATA,
@@ -115,10 +146,14 @@ class NodeSession:
                 return
 
     async def _write_loop(self) -> None:
+        """Write what is due and ready; wait for ACKs while messages are in flight; end when
+        none are, leaving a timer for the next deadline (keepalive, resend, requeue)."""
         q = self.queue
+        loop = self._loop
+        idle = False
         try:
             while True:
-                now = self._loop.time()
+                now = loop.time()
                 if self.keepalive.expired(now):
                     log.warning("node %s: no keepalive for %.0fs; ending its session",
                                 self.node_id, self.keepalive.interval)
@@ -128,20 +163,37 @@ class NodeSession:
                     await self._write(msg)
                 while (msg := q.next(now)) is not None:
                     await self._write(msg)
+                if not q.inflight:
+                    idle = True
+                    return
                 deadline = self.keepalive.deadline
                 nxt = q.next_deadline()
                 if nxt is not None:
                     deadline = min(deadline, nxt)
-                self._wake.clear()
-                timer = self._loop.call_at(deadline + 0.001, self._wake.set)
+                wakeup = self._wakeup = loop.create_future()
+                timer = loop.call_at(deadline + 0.001, _resolve, wakeup)
                 try:
-                    await self._wake.wait()
+                    await wakeup
                 finally:
                     timer.cancel()
+                    self._wakeup = None
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             # A write error ends the session (upstream too); the reader sees the close.
             log.warning("node %s: write failed: %s", self.node_id, exc)
             await self.close(WSCloseCode.GOING_AWAY, f"write failed: {exc}")
+        finally:
+            self._writer = None
+            if idle and not self._finished:
+                self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.keepalive.deadline
+        nxt = self.queue.next_deadline()
+        if nxt is not None:
+            deadline = min(deadline, nxt)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline + 0.001, self.wake)
 
     async def _write(self, msg: Message) -> None:
         data = codec.encode(msg)
@@ -149,3 +201,8 @@ class NodeSession:
         async with asyncio.timeout(self._write_timeout):
             await self.ws.send_frame(data, WSMsgType.TEXT)
         self.sent += 1
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -260,6 +260,8 @@ class EdgeHub:
 
     async def _publish_connection(self, ctx: BeehiveContext, content: str) -> None:
         for group in CONNECTION_EVENT_GROUPS:
+            if not ctx.members(group):
+                continue  # e.g. no DeviceTwin in this edgecore
             event = new_message(source=Source.EDGEHUB, group=group,
                                 resource=ResourceType.NODE_CONNECTION,
                                 operation=Operation.CONNECT, content=content)

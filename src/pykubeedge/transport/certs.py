@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pykubeedge.core.errors import CertificateError
+
 PrivateKey = ec.EllipticCurvePrivateKey
 
 
@@ -136,3 +138,27 @@ def sign_public_key(ca: KeyPair, public_key: ec.EllipticCurvePublicKey | object,
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca.key, hashes.SHA256())
+
+
+def parse_certificate(data: bytes, where: str) -> x509.Certificate:
+    """A certificate from PEM or DER bytes; CertificateError names ``where`` on failure."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise CertificateError(f"{where} is not an X.509 certificate") from None
+
+
+def parse_ec_key(data: bytes, where: str) -> ec.EllipticCurvePrivateKey:
+    """An EC private key from PEM or DER (SEC1 or PKCS#8), unencrypted."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise CertificateError(f"{where} is not an unencrypted private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertificateError(f"{where} is not an EC key (KubeEdge only uses ECDSA)")
+    return key

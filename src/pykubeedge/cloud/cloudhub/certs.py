@@ -41,7 +41,7 @@ from pykubeedge.core.errors import CertificateError, ConfigError, Conflict, Kube
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import NAMESPACES, SECRETS
 from pykubeedge.transport import certs, tls
-from pykubeedge.transport.certs import KeyPair
+from pykubeedge.transport.certs import KeyPair, parse_certificate, parse_ec_key
 from pykubeedge.transport.token import make_token, split_token
 
 log = logging.getLogger(__name__)
@@ -349,30 +349,6 @@ def _server_cert_problem(server: KeyPair, ca: KeyPair, ips: Any, dns: Any) -> st
 
 
 # -- parsing ----------------------------------------------------------------------------------
-
-
-def parse_certificate(data: bytes, where: str) -> x509.Certificate:
-    """A certificate from PEM or DER bytes; CertificateError names ``where`` on failure."""
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise CertificateError(f"{where} is not an X.509 certificate") from None
-
-
-def parse_ec_key(data: bytes, where: str) -> ec.EllipticCurvePrivateKey:
-    """An EC private key from PEM or DER (SEC1 or PKCS#8), unencrypted."""
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            key = serialization.load_pem_private_key(data, password=None)
-        else:
-            key = serialization.load_der_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise CertificateError(f"{where} is not an unencrypted private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertificateError(f"{where} is not an EC key (CloudHub only offers ECDSA suites)")
-    return key
 
 
 def _pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, where: str) -> KeyPair:

@@ -41,6 +41,7 @@ from cryptography.x509.oid import NameOID
 from pykubeedge.core.config import EdgeCoreConfig
 from pykubeedge.core.errors import CertificateError, ConfigError, TokenError
 from pykubeedge.transport import certs, tls
+from pykubeedge.transport.certs import parse_certificate, parse_ec_key
 from pykubeedge.transport.token import (
     NODES_ORGANIZATION,
     check_ca,
@@ -115,8 +116,8 @@ def bootstrap_reason(paths: EdgeCertPaths, node: str, *, now: float | None = Non
     if not paths.cert.is_file() or not paths.key.is_file():
         return f"no certificate and key at {paths.cert}, {paths.key}"
     try:
-        cert = _parse_cert(_read_bounded(paths.cert), str(paths.cert))
-        key = _parse_key(_read_bounded(paths.key), str(paths.key))
+        cert = parse_certificate(_read_bounded(paths.cert), str(paths.cert))
+        key = parse_ec_key(_read_bounded(paths.key), str(paths.key))
     except (CertificateError, OSError) as exc:
         return str(exc)
     want = node_common_name(node)
@@ -158,8 +159,8 @@ async def request_certificate(http_server: str, node: str, ca_pem: bytes, *,
         headers["Authorization"] = f"Bearer {token_jwt}"
     body = await _get(http_server + CERT_URL, ssl_ctx=ctx, timeout=timeout, what="certificate",
                       data=csr, headers=headers)
-    cert = _parse_cert(body, "the certificate from cloudcore")
-    ca = _parse_cert(ca_pem, "the CA certificate")
+    cert = parse_certificate(body, "the certificate from cloudcore")
+    ca = parse_certificate(ca_pem, "the CA certificate")
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
@@ -190,7 +191,7 @@ async def bootstrap(edge_cfg: EdgeCoreConfig, *,
     log.info("requesting an edge certificate from %s: %s", server, reason)
     ca_der = await fetch_ca(server, timeout=timeout)
     jwt_part = check_ca(token, ca_der)
-    ca = _parse_cert(ca_der, f"the CA from {server}")
+    ca = parse_certificate(ca_der, f"the CA from {server}")
     if not _is_ca(ca):
         raise CertificateError(f"the certificate from {server}{CA_URL} is not a CA certificate")
     ca_pem = ca.public_bytes(serialization.Encoding.PEM)
@@ -240,7 +241,7 @@ class CertRotator:
 
     def current(self) -> x509.Certificate:
         """The certificate on disk."""
-        return _parse_cert(_read_bounded(self.paths.cert), str(self.paths.cert))
+        return parse_certificate(_read_bounded(self.paths.cert), str(self.paths.cert))
 
     async def rotate(self) -> x509.Certificate:
         """Get a new key and certificate presenting the current ones (no token); save them."""
@@ -335,25 +336,6 @@ def _read_bounded(path: Path) -> bytes:
     if len(data) > MAX_FILE_BYTES:
         raise CertificateError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
     return data
-
-
-def _parse_cert(data: bytes, where: str) -> x509.Certificate:
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise CertificateError(f"{where} is not an X.509 certificate") from None
-
-
-def _parse_key(data: bytes, where: str) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise CertificateError(f"{where} is not an unencrypted PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertificateError(f"{where} is not an EC private key")
-    return key
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

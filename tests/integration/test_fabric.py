@@ -166,6 +166,20 @@ async def test_second_connection_replaces_the_first(pki: PKI) -> None:
             await s2.close()
 
 
+async def test_node_limit_refuses_the_extra_node(pki: PKI) -> None:
+    async with CloudSide(pki, node_limit=1) as cloud:
+        s1, _ws1 = await raw_connect(pki, cloud.port, "edge-one")
+        try:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await raw_connect(pki, cloud.port, "edge-two")
+            assert exc.value.status == 503
+            assert list(cloud.hub.sessions) == ["edge-one"]
+            s3, _ws3 = await raw_connect(pki, cloud.port, "edge-one")  # a reconnect is fine
+            await s3.close()
+        finally:
+            await s1.close()
+
+
 @pytest.mark.parametrize(("frame", "code", "reason"), [
     ("not json at all", {1007}, "malformed message"),
     ('{"header": {"msg_id": "x", "timestamp": "soon"}, "route": {}}', {1007}, "timestamp"),

@@ -12,6 +12,8 @@ import time
 import pytest
 
 from pykubeedge.keadm.localup import LocalUp
+from pykubeedge.kube.client import KubeClient
+from pykubeedge.kube.config import KubeConfig
 from pykubeedge.kube.resources import CONFIGMAPS, NODES, PODS
 from tests.conftest import eventually
 from tests.e2e.conftest import edge_rows
@@ -103,8 +105,10 @@ async def test_cloudcore_restart_converges_the_edge(local: LocalUp) -> None:
     assert local.kube is not None
     kube = local.kube
     await k(local, "create", "configmap", "conv-cfg", "--from-literal=v=1")
-    for name in ("conv-keep", "conv-change", "conv-remove"):
+    await k(local, "create", "configmap", "conv-gone", "--from-literal=v=1")
+    for name in ("conv-keep", "conv-change"):
         await k(local, "apply", "-f", "-", stdin=pod_manifest(name, local.node, "conv-cfg"))
+    await k(local, "apply", "-f", "-", stdin=pod_manifest("conv-remove", local.node, "conv-gone"))
     await eventually(lambda: {f"default/pod/{n}" for n in ("conv-keep", "conv-change",
                                                            "conv-remove")}
                      <= set(edge_rows(local.edge_db, "pod")), what="3 pods on the edge")
@@ -113,6 +117,7 @@ async def test_cloudcore_restart_converges_the_edge(local: LocalUp) -> None:
     await kube.patch(PODS, "conv-change", {"metadata": {"labels": {"v": "2"}}},
                      namespace="default")
     await kube.delete(PODS, "conv-remove", namespace="default", grace_period_seconds=0)
+    await kube.delete(CONFIGMAPS, "conv-gone", namespace="default")
     await k(local, "apply", "-f", "-", stdin=pod_manifest("conv-new", local.node, "conv-cfg"))
     await kube.patch(CONFIGMAPS, "conv-cfg", {"data": {"v": "2"}}, namespace="default")
     t0 = time.monotonic()
@@ -126,8 +131,10 @@ async def test_cloudcore_restart_converges_the_edge(local: LocalUp) -> None:
             return False
         if edge["conv-change"]["metadata"].get("labels", {}).get("v") != "2":
             return False
-        cm = edge_rows(local.edge_db, "configmap").get("default/configmap/conv-cfg")
-        return cm is not None and cm["data"] == {"v": "2"}
+        cms = edge_rows(local.edge_db, "configmap")
+        cm = cms.get("default/configmap/conv-cfg")
+        return cm is not None and cm["data"] == {"v": "2"} and \
+            "default/configmap/conv-gone" not in cms
 
     await eventually(converged, timeout=60, interval=0.05, what="edge == API server")
     print(f"edge converged {time.monotonic() - t0:.2f}s after cloudcore came back")
@@ -159,6 +166,10 @@ async def test_edge_restarts_from_sqlite_while_cut_off(local: LocalUp) -> None:
         return bool(statuses) and statuses[0].get("containerID") not in (None, old_container)
 
     await eventually(restarted_offline, what="pod restarted by edgecore while offline")
+    # A Kubernetes client library works against the edge's MetaServer too (offline).
+    async with KubeClient(KubeConfig(server=local.metaserver)) as edge_api:
+        names = {p["metadata"]["name"] for p in (await edge_api.list(PODS))["items"]}
+        assert "auto-web" in names
     new_container = json.loads(await asyncio.to_thread(
         kubectl, "get", "pod", "auto-web", "-n", "default", "-o", "json",
         server=local.metaserver))["status"]["containerStatuses"][0]["containerID"]

@@ -16,6 +16,6 @@ test: setup
 	$(PY) -m pytest -q -ra
 
 lint:
-	ruff check src tests bench
-	lint-imports
-	mypy
+	$(PY) -m ruff check src tests bench
+	$(PY) -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+	$(PY) -m mypy

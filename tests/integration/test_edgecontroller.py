@@ -201,3 +201,31 @@ async def test_registration_strips_then_patches_restricted_labels(kube: KubeClie
         assert got["metadata"]["annotations"]["cloudcore"] == "127.0.0.1"
         other = await ask(ec, hub, edge_msg(f"{node}-x", "insert", f"null/node/{node}", body))
         assert other.operation == "error"
+
+
+async def test_tokens_and_status_patches_stay_within_the_node(kube: KubeClient, ns: str) -> None:
+    from pykubeedge.kube.resources import SERVICEACCOUNTS
+
+    a, b = f"{ns}-a", f"{ns}-b"
+    for n in (a, b):
+        await kube.create(NODES, edge_node(n))
+    await kube.create(SERVICEACCOUNTS, {"metadata": {"name": "app", "namespace": ns}})
+    await kube.create(PODS, {"metadata": {"name": "pa", "namespace": ns},
+                             "spec": {"nodeName": a, "serviceAccountName": "app",
+                                      "containers": [{"name": "c", "image": "i"}]}})
+    async with cloud(kube) as (ec, hub):
+        request = {"spec": {"audiences": [], "expirationSeconds": 3600,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "pa"}}}
+        ok = await ask(ec, hub, edge_msg(a, "query", f"{ns}/serviceaccounttoken/app", request))
+        assert ok.operation == "response" and ok.content["status"]["token"]
+        refused = await ask(ec, hub, edge_msg(b, "query", f"{ns}/serviceaccounttoken/app",
+                                              request))
+        assert refused.operation == "error" and "runs as serviceaccount" in refused.content
+        # A status patch cannot smuggle labels in with cloudcore's credentials.
+        sneaky = json.dumps({"metadata": {"labels": {"role": "db"}},
+                             "status": {"phase": "Running"}})
+        ok = await ask(ec, hub, edge_msg(a, "patch", f"{ns}/podpatch/pa", sneaky))
+        assert ok.operation == "response"
+        pod = await kube.get(PODS, "pa", namespace=ns)
+        assert pod["status"]["phase"] == "Running"
+        assert "role" not in (pod["metadata"].get("labels") or {})

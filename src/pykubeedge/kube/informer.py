@@ -57,6 +57,10 @@ def object_key(obj: Obj) -> str:
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
 
 
+def _uid(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("uid", ""))
+
+
 def _rv(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
@@ -123,6 +127,11 @@ class Informer:
                 await self.handler(InformerEvent(DELETED, old))
         for key, obj in fresh.items():
             old = self.store.get(key)
+            if old is not None and _uid(old) != _uid(obj):
+                # Deleted and created again while we were blind: two events, not a change.
+                del self.store[key]
+                await self.handler(InformerEvent(DELETED, old))
+                old = None
             if old is None:
                 self.store[key] = obj
                 await self.handler(InformerEvent(ADDED, obj))

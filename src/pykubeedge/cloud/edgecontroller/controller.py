@@ -22,7 +22,7 @@ from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.cloud.edgecontroller.location import LocationCache, Ref
-from pykubeedge.cloud.edgecontroller.upstream import Upstream
+from pykubeedge.cloud.edgecontroller.upstream import Upstream, error_to
 from pykubeedge.cloud.synccontroller.controller import SyncController
 from pykubeedge.core.constants import CloudGroup, CloudModule, MessageGroup, Operation
 from pykubeedge.core.hubproto import needs_ack
@@ -71,6 +71,8 @@ class EdgeController:
         self._queues = [asyncio.Queue[Message](UPSTREAM_QUEUE) for _ in range(UPSTREAM_WORKERS)]
         self.sent = 0
         self.skipped = 0
+        self._reconciling: dict[str, asyncio.Task[None]] = {}
+        self._reconcile_again: set[str] = set()
 
     async def start(self, ctx: BeehiveContext) -> None:
         self._ctx = ctx
@@ -83,6 +85,9 @@ class EdgeController:
             for informer in (self.nodes, self.configmaps, self.secrets, self.pods):
                 tg.create_task(informer.run(), name=f"informer-{informer.resource.plural}")
                 await informer.synced.wait()
+            for node in self.sync.nodes() - self.location.edge_nodes:
+                dropped = self.sync.forget_node(node)
+                log.info("node %s no longer exists; dropped its %d sync records", node, dropped)
             for node in sorted(self.location.edge_nodes):
                 await self.reconcile(node)
             self.synced.set()
@@ -116,6 +121,7 @@ class EdgeController:
             log.info("edge node %s deleted; dropped %d sync records", name, dropped)
             return
         self.location.edge_nodes.add(name)
+        self.sync.node_exists(name)
         if ev.old is not None and _spec_view(ev.old) == _spec_view(ev.obj):
             return  # a status-only change: the edge wrote it itself
         await self._send(name, "node", _with_kind(ev.obj, NODES), Operation.UPDATE)
@@ -176,10 +182,8 @@ class EdgeController:
             pod = self.pods.get(key)
             if pod is not None:
                 desired[pod["metadata"]["uid"]] = ("pod", pod, PODS)
-        sent_before = self.sent
-        for rtype, obj, res in desired.values():
-            await self._send(node, rtype, _with_kind(obj, res), Operation.UPDATE)
-        sent = self.sent - sent_before
+        # Deletes first: an object deleted and created again under the same name must not
+        # have its new incarnation removed by the old one's delete.
         deleted = 0
         for rec in self.sync.records_of(node):
             if rec.uid in desired:
@@ -189,6 +193,10 @@ class EdgeController:
                                  **({"namespace": rec.namespace} if rec.namespace else {})}}
             await self._send(node, rec.resource_type, gone, Operation.DELETE)
             deleted += 1
+        sent_before = self.sent
+        for rtype, obj, res in desired.values():
+            await self._send(node, rtype, _with_kind(obj, res), Operation.UPDATE)
+        sent = self.sent - sent_before
         if sent or deleted:
             log.info("reconciled node %s: %d sent, %d deleted", node, sent, deleted)
         return sent, deleted
@@ -204,13 +212,39 @@ class EdgeController:
             node = msg.resource.split("/", 2)[1] if msg.resource.startswith("node/") else ""
             # One worker per node (by hash): a node's requests stay in order.
             q = self._queues[zlib.crc32(node.encode()) % len(self._queues)]
-            await q.put(msg)
+            try:
+                q.put_nowait(msg)
+            except asyncio.QueueFull:
+                # Never let a slow API server back up into CloudHub's readers (and from there
+                # into keepalives): refuse now, the edge retries.
+                log.warning("upstream queue full; refusing %s from node %s", msg.operation, node)
+                await ctx.send(CloudModule.CLOUDHUB, error_to(msg, "cloudcore is busy, retry"))
 
     async def _on_connection(self, msg: Message) -> None:
         node = msg.resource.removeprefix("node/")
         log.info("node %s %s", node, msg.operation)
         if msg.operation == Operation.CONNECTED and self.synced.is_set():
-            await self.reconcile(node)
+            self._reconcile_soon(node)
+
+    def _reconcile_soon(self, node: str) -> None:
+        """Reconcile ``node`` in the background, once at a time per node (bounded by nodes)."""
+        running = self._reconciling.get(node)
+        if running is not None and not running.done():
+            self._reconcile_again.add(node)
+            return
+
+        async def run() -> None:
+            while True:
+                self._reconcile_again.discard(node)
+                try:
+                    await self.reconcile(node)
+                except Exception:
+                    log.exception("reconciling node %s failed", node)
+                if node not in self._reconcile_again:
+                    break
+            self._reconciling.pop(node, None)
+
+        self._reconciling[node] = asyncio.create_task(run(), name=f"reconcile-{node}")
 
     async def _upstream_worker(self, q: asyncio.Queue[Message]) -> None:
         assert self._ctx is not None
@@ -218,9 +252,9 @@ class EdgeController:
             msg = await q.get()
             try:
                 reply = await self.upstream.handle(msg)
-            except Exception:  # a bug must not take the worker down with it
+            except Exception as exc:  # a bug must not take the worker down, nor hang the edge
                 log.exception("failed to handle %s", msg)
-                continue
+                reply = error_to(msg, f"cloudcore failed to handle the request: {exc}")
             with contextlib.suppress(Exception):
                 await self._ctx.send(CloudModule.CLOUDHUB, reply)
 

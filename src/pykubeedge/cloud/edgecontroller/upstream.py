@@ -24,12 +24,22 @@ from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotAllowed,
 from pykubeedge.core.message import Message, error_message
 from pykubeedge.core.resource import CloudResource, parse_cloud
 from pykubeedge.kube.client import KubeClient
-from pykubeedge.kube.resources import CONFIGMAPS, EVENTS, LEASES, NODES, PODS, SECRETS
+from pykubeedge.kube.resources import (
+    CONFIGMAPS,
+    EVENTS,
+    LEASES,
+    NODES,
+    PODS,
+    SECRETS,
+    SERVICEACCOUNTS,
+)
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, CloudResource, Message], Awaitable[Any]]
 RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
+# Labels a node may never set on itself: they steer workloads (NodeRestriction's rule).
+FORBIDDEN_LABEL_PREFIX = "node-restriction.kubernetes.io/"
 
 
 def reply_to(req: Message, content: Any) -> Message:
@@ -54,6 +64,17 @@ def _json_content(msg: Message) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise DecodeError(f"content of {msg.operation} {msg.resource} must be a JSON object")
     return content
+
+
+def _status_only(patch: dict[str, Any]) -> dict[str, Any]:
+    """What an edge may change through a status patch: the status, checked against the UID.
+    Anything else (labels, annotations) would be written with cloudcore's credentials."""
+    out: dict[str, Any] = {"status": patch.get("status") or {}}
+    uid = (patch.get("metadata") or {}).get("uid") if isinstance(patch.get("metadata"),
+                                                                   dict) else None
+    if uid:
+        out["metadata"] = {"uid": uid}
+    return out
 
 
 def _restricted(label: str) -> bool:
@@ -81,6 +102,7 @@ class Upstream:
             ("secret", Operation.QUERY): self._get_referenced,
             ("event", Operation.INSERT): self._create_event,
             ("event", Operation.UPDATE): self._create_event,
+            ("serviceaccounttoken", Operation.QUERY): self._service_account_token,
         }
 
     async def handle(self, msg: Message) -> Message:
@@ -121,7 +143,8 @@ class Upstream:
         meta = obj.setdefault("metadata", {})
         if meta.get("name") != node:
             raise NotAllowed(f"node {node} may not register a node named {meta.get('name')!r}")
-        labels = dict(meta.get("labels") or {})
+        labels = {k: v for k, v in (meta.get("labels") or {}).items()
+                  if not k.startswith(FORBIDDEN_LABEL_PREFIX)}
         # Labels under kubernetes.io / k8s.io are patched on after create (NodeRestriction).
         meta["labels"] = {k: v for k, v in labels.items() if not _restricted(k)}
         meta.setdefault("annotations", {})["cloudcore"] = self.cloudcore_address
@@ -145,7 +168,7 @@ class Upstream:
 
     async def _patch_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
-        patch = _json_content(msg)
+        patch = _status_only(_json_content(msg))
         return {"Object": await self.kube.patch_status(NODES, node, patch), "Err": ""}
 
     async def _update_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
@@ -169,7 +192,7 @@ class Upstream:
         return pod
 
     async def _patch_pod_status(self, node: str, res: CloudResource, msg: Message) -> Any:
-        patch = _json_content(msg)
+        patch = _status_only(_json_content(msg))
         pod = await self._own_pod(node, res.namespace, res.name)
         want_uid = (patch.get("metadata") or {}).get("uid")
         if want_uid and want_uid != pod["metadata"]["uid"]:
@@ -226,14 +249,35 @@ class Upstream:
         obj.setdefault("apiVersion", api.api_version)
         return obj
 
+    async def _service_account_token(self, node: str, res: CloudResource, msg: Message) -> Any:
+        """A token for a ServiceAccount a pod of this node runs as (TokenRequest API)."""
+        if not self.location.node_uses(node, "serviceaccount", res.namespace, res.name):
+            raise NotAllowed(f"no pod on node {node} runs as serviceaccount "
+                             f"{res.namespace}/{res.name}")
+        request = _json_content(msg) if msg.content not in (None, "") else {}
+        spec = request.get("spec") if isinstance(request.get("spec"), dict) else {}
+        bound = spec.get("boundObjectRef")
+        if isinstance(bound, dict) and bound.get("kind") == "Pod":
+            await self._own_pod(node, res.namespace, str(bound.get("name")))
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+        return await self.kube.request(
+            "POST", SERVICEACCOUNTS.path(res.namespace, res.name, "token"), body=body)
+
     async def _create_event(self, node: str, res: CloudResource, msg: Message) -> Any:
         event = _json_content(msg)
-        involved = event.get("involvedObject") or {}
+        involved = event.get("involvedObject")
+        if not isinstance(involved, dict):
+            raise DecodeError("an event needs an involvedObject")
         kind, name = involved.get("kind"), involved.get("name")
-        if kind == "Node" and name != node:
-            raise NotAllowed(f"node {node} may not report events of node {name!r}")
-        if kind == "Pod":
-            await self._own_pod(node, involved.get("namespace") or res.namespace, str(name))
+        if kind == "Node":
+            if name != node:
+                raise NotAllowed(f"node {node} may not report events of node {name!r}")
+        elif kind == "Pod":
+            if (involved.get("namespace") or res.namespace) != res.namespace:
+                raise NotAllowed("an event must be in its pod's namespace")
+            await self._own_pod(node, res.namespace, str(name))
+        else:
+            raise NotAllowed(f"node {node} may only report events of itself and its pods")
         event.setdefault("metadata", {})["namespace"] = res.namespace
         event["metadata"].pop("resourceVersion", None)
         try:

@@ -69,12 +69,17 @@ class SyncController:
         self._dirty: OrderedDict[tuple[str, str], Record | _Delete] = OrderedDict()
         self._dirty_event = asyncio.Event()
         self._busy: set[tuple[str, str]] = set()
+        self._deleted_nodes: dict[str, None] = {}  # recently deleted (bounded, ordered)
         self._writers = writers
         self._max_pending = max_pending
         self.loaded = asyncio.Event()
         self.writes = 0
 
     # -- cache ---------------------------------------------------------------------------
+
+    def nodes(self) -> set[str]:
+        """The nodes that have records."""
+        return set(self._by_node)
 
     def records_of(self, node: str) -> list[Record]:
         return [self.records[(node, uid)] for uid in self._by_node.get(node, ())]
@@ -107,8 +112,8 @@ class SyncController:
     def on_ack(self, node: str, msg: Message) -> None:
         """CloudHub's ACK callback: the node now has ``msg``'s version (or has deleted it)."""
         rec = self._record_for(node, msg)
-        if rec is None:
-            return
+        if rec is None or node in self._deleted_nodes:
+            return  # (an ACK still in flight when its node was deleted)
         if msg.operation == Operation.DELETE:
             self.forget(node, rec.uid)
             return
@@ -127,8 +132,15 @@ class SyncController:
             del self._by_node[node]
         self._mark((node, uid), _Delete(rec))
 
+    def node_exists(self, node: str) -> None:
+        """The node is (again) an edge node: ACKs from it count."""
+        self._deleted_nodes.pop(node, None)
+
     def forget_node(self, node: str) -> int:
         """The node is gone: drop all its records."""
+        self._deleted_nodes[node] = None
+        while len(self._deleted_nodes) > 10_000:
+            del self._deleted_nodes[next(iter(self._deleted_nodes))]
         uids = list(self._by_node.get(node, ()))
         for uid in uids:
             self.forget(node, uid)
@@ -174,7 +186,8 @@ class SyncController:
             items = (await self.kube.list(res))["items"]
             for item in items:
                 meta, spec = item["metadata"], item.get("spec") or {}
-                node, _, uid = meta["name"].partition(".")
+                # Node names may hold dots, UIDs never do.
+                node, _, uid = meta["name"].rpartition(".")
                 if not uid:
                     continue
                 rec = Record(node, uid, meta.get("namespace"), spec.get("objectKind", ""),
@@ -198,6 +211,9 @@ class SyncController:
                 await self._write(value)
                 self.writes += 1
             except KubeError as exc:
+                if 400 <= exc.status < 500 and exc.status not in (409, 429):
+                    log.error("sync record %s cannot be written (%s); dropped", key, exc)
+                    continue
                 log.warning("writing sync record %s failed: %s; retrying later", key, exc)
                 self._dirty.setdefault(key, value)
                 await asyncio.sleep(1.0)

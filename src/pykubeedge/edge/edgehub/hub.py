@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -169,8 +171,9 @@ class EdgeHub:
         keepalive = asyncio.create_task(self._keepalive(ws))
         reader = asyncio.create_task(self._read(ctx, ws))
         try:
-            await self._drain_outbox(ws)
+            # Connected first: what the modules send now queues behind the outbox's backlog.
             await self._publish_connection(ctx, Content.CLOUD_CONNECTED)
+            await self._drain_outbox(ws)
             await reader
         except (ConnectionError, TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
             log.warning("connection to CloudHub broke: %s", _reason(exc))
@@ -285,11 +288,18 @@ class EdgeHub:
                     await self._write(ws, msg)
                     return
                 except (ConnectionError, TimeoutError, RuntimeError) as exc:
-                    log.warning("send failed (%s); keeping the message for the reconnect", exc)
+                    log.warning("send failed (%s); reconnecting, the message is kept", exc)
                     self._ws = None
                     self.connected.clear()
-            if not await self.outbox.put(msg):
-                log.error("outbox full (%d); refusing %s", self.outbox.limit, msg)
+                    # Close it, so the session ends and the reconnect drains the outbox.
+                    asyncio.get_running_loop().create_task(ws.close())
+            try:
+                kept = await self.outbox.put(msg, replace=coalesce_key(msg))
+            except sqlite3.Error as exc:
+                log.error("cannot keep %s in the outbox: %s", msg, exc)
+                kept = False
+            if not kept:
+                log.error("outbox full (%d) or failing; refusing %s", self.outbox.limit, msg)
                 if self._ctx is not None and msg.sync:
                     self._ctx.respond(error_message(msg, "edgehub outbox is full"))
 
@@ -303,8 +313,23 @@ class EdgeHub:
     async def _write(self, ws: aiohttp.ClientWebSocketResponse, msg: Message) -> None:
         if ws.closed:
             raise ConnectionError("connection closed")
+        if msg.sync:  # a local send_sync detail; never on the wire (as upstream)
+            msg = dataclasses.replace(msg, sync=False)
         await asyncio.wait_for(ws.send_frame(codec.encode(msg), WSMsgType.TEXT),
                                self.s.write_timeout)
+
+
+# Status that only matters in its newest version: while disconnected, a newer one replaces
+# the one kept in the outbox instead of queueing behind it.
+_LATEST_ONLY = frozenset({"nodepatch", "podpatch", "nodestatus", "podstatus", "lease"})
+
+
+def coalesce_key(msg: Message) -> str | None:
+    """The outbox key under which ``msg`` replaces an older message, if it may."""
+    parts = msg.resource.split("/")
+    if len(parts) == 3 and parts[1] in _LATEST_ONLY and msg.operation != Operation.RESPONSE:
+        return msg.resource
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -34,9 +34,11 @@ T = TypeVar("T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS edgehub_outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    rkey TEXT
 )
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS edgehub_outbox_rkey ON edgehub_outbox (rkey)"
 
 
 class Outbox:
@@ -58,6 +60,10 @@ class Outbox:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")  # MetaStore shares the file
             conn.execute(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(edgehub_outbox)")}
+            if "rkey" not in columns:  # a database from before coalescing
+                conn.execute("ALTER TABLE edgehub_outbox ADD COLUMN rkey TEXT")
+            conn.execute(_INDEX)
             return conn
 
         loop = asyncio.get_running_loop()
@@ -75,14 +81,29 @@ class Outbox:
     def __len__(self) -> int:
         return self._count
 
-    async def put(self, msg: Message) -> bool:
-        """Keep ``msg``; False when the outbox is full."""
-        if self._count >= self.limit:
-            return False
+    async def put(self, msg: Message, *, replace: str | None = None) -> bool:
+        """Keep ``msg``; False when the outbox is full. With ``replace``, an older message kept
+        under the same key is dropped first: only the newest node status, pod status or lease
+        is worth sending after a long outage (and sending the old ones first would be wrong)."""
         data = codec.encode(msg)
-        await self._run(lambda: self._conn.execute(
-            "INSERT INTO edgehub_outbox (data) VALUES (?)", (data,)))
-        self._count += 1
+
+        def insert() -> int:
+            older = 0
+            if replace is not None:
+                older = self._conn.execute("SELECT COUNT(*) FROM edgehub_outbox WHERE rkey = ?",
+                                           (replace,)).fetchone()[0]
+            if self._count - older >= self.limit:
+                return -1
+            if older:
+                self._conn.execute("DELETE FROM edgehub_outbox WHERE rkey = ?", (replace,))
+            self._conn.execute("INSERT INTO edgehub_outbox (data, rkey) VALUES (?, ?)",
+                               (data, replace))
+            return int(older)
+
+        removed = await self._run(insert)
+        if removed < 0:
+            return False
+        self._count += 1 - removed
         return True
 
     async def peek(self, n: int) -> list[tuple[int, Message | None]]:

@@ -363,16 +363,17 @@ class MetaManager:
             await self._edge_forward(req)
             return
         obj = None if msg.content in (None, "") else json_object(msg.content)
+        # A delete names one incarnation (UID) of an object: a same-name object created since
+        # (a ConfigMap deleted and created again) must survive a late delete of the old one.
+        uid = _uid_of(obj)
+        also: tuple[str, ...] = ()
         if res.resource_type == ResourceType.POD:
-            uid = _uid_of(obj)
-            patch_key = RESOURCE_SEP.join((res.namespace, ResourceType.POD_PATCH, res.name))
-            outcome = await self.store.delete(req.key, uid=uid or None, also=(patch_key,))
-            if outcome is DeleteOutcome.UID_MISMATCH:
-                log.info("ignored delete of %s: the stored pod is not uid %s", req.key, uid)
-                await self._send(self.send_module, response(msg, Content.ACK_OK))
-                return
-        else:
-            await self.store.delete(req.key)
+            also = (RESOURCE_SEP.join((res.namespace, ResourceType.POD_PATCH, res.name)),)
+        outcome = await self.store.delete(req.key, uid=uid or None, also=also)
+        if outcome is DeleteOutcome.UID_MISMATCH:
+            log.info("ignored delete of %s: the stored object is not uid %s", req.key, uid)
+            await self._send(self.send_module, response(msg, Content.ACK_OK))
+            return
         if msg.source == CloudModule.DEVICECONTROLLER:
             await self._send(self.twin_module, dataclasses.replace(msg, content=obj))
         elif msg.source != CloudModule.POLICYCONTROLLER:

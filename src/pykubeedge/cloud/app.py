@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -71,23 +71,43 @@ async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
                        host=hub_cfg.websocket.address, port=hub_cfg.websocket.port,
                        keepalive_interval=hub_cfg.keepaliveInterval, node_limit=hub_cfg.nodeLimit,
                        write_timeout=hub_cfg.writeTimeout, ack_listener=sync.on_ack)
-        hive = Hive(on_module_stopped=lambda name, err: stop.set())
+        failed: list[str] = []
+
+        def module_stopped(name: str, err: BaseException | None) -> None:
+            failed.append(f"{name}: {err}" if err else f"{name} stopped")
+            stop.set()
+
+        hive = Hive(on_module_stopped=module_stopped)
         for module in (sync, controller, hub):
             hive.add_module(module)
         async with CertHTTPServer(pki, hub_cfg), hive:
             refresher = asyncio.create_task(tokens.run(), name="token-refresh")
             try:
-                await hub.ready.wait()
+                await _first(hub.ready.wait(), stop.wait())
+                if not hub.ready.is_set():
+                    raise ConfigError("cloudcore could not start: " + "; ".join(failed))
                 log.info("cloudcore is up: CloudHub wss on %s:%d, certificates on https %s:%d",
                          hub.host, hub.port, hub_cfg.https.address, hub_cfg.https.port)
                 if ready is not None:
                     ready.set()
                 await stop.wait()
+                if failed:
+                    raise ConfigError("cloudcore stopped: " + "; ".join(failed))
                 log.info("cloudcore stopping")
             finally:
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 def setup_logging(verbose: bool) -> None:

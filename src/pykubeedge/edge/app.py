@@ -50,6 +50,8 @@ def runtime_endpoint(cfg: EdgeCoreConfig) -> str:
 def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
     endpoint = runtime_endpoint(cfg)
     if endpoint.startswith(FAKE_RUNTIME):
+        log.warning("containers run in the in-memory fake runtime (%s): pods report Running "
+                    "but nothing executes", FAKE_RUNTIME)
         return FakeRuntime()
     raise ConfigError(f"container runtime endpoint {endpoint!r} is not supported yet; "
                       f"use {FAKE_RUNTIME!r}")

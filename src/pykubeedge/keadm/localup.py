@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -143,6 +145,8 @@ class LocalUp:
         if self.kube is not None:
             await self.kube.close()
         await self.cluster.stop()
+        if self._own_workdir and self.workdir and os.environ.get("PYKUBEEDGE_KEEP") != "1":
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- cloudcore ------------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ wired from edgecore.yaml.
     edgecore --config /etc/kubeedge/config/edgecore.yaml
     edgecore --defaultconfig
 
-The container runtime is chosen by ``modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint``:
-``fake://`` runs pods in memory (simulation, tests); a CRI socket is the containerd backend.
+The container runtime is ``modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint``: a
+CRI socket (containerd; default ``unix:///run/containerd/containerd.sock``), or ``fake://`` to
+run pods in memory (simulation, scale tests).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pykubeedge.beehive import Hive
 from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.core.config import DEFAULT_EDGECORE_CONFIG, EdgeCoreConfig, load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
+from pykubeedge.edge.edged.cri import DEFAULT_ENDPOINT, CRIRuntime
 from pykubeedge.edge.edged.edged import Edged
 from pykubeedge.edge.edged.runtime import FakeRuntime, Runtime
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
@@ -41,20 +43,26 @@ FAKE_RUNTIME = "fake://"
 app = typer.Typer(add_completion=False, help="pykubeedge edgecore (edge side of KubeEdge).")
 
 
+def _kubelet_config(cfg: EdgeCoreConfig) -> dict[str, Any]:
+    extra: Any = cfg.modules.edged.model_extra or {}
+    tailored = extra.get("tailoredKubeletConfig") or {}
+    return tailored if isinstance(tailored, dict) else {}
+
+
 def runtime_endpoint(cfg: EdgeCoreConfig) -> str:
-    kubelet: Any = cfg.modules.edged.model_extra or {}
-    tailored = kubelet.get("tailoredKubeletConfig") or {}
-    return str(tailored.get("containerRuntimeEndpoint") or FAKE_RUNTIME)
+    return str(_kubelet_config(cfg).get("containerRuntimeEndpoint") or DEFAULT_ENDPOINT)
 
 
 def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
+    """The Runtime for ``containerRuntimeEndpoint``: ``fake://`` or a CRI socket (containerd)."""
     endpoint = runtime_endpoint(cfg)
     if endpoint.startswith(FAKE_RUNTIME):
         log.warning("containers run in the in-memory fake runtime (%s): pods report Running "
                     "but nothing executes", FAKE_RUNTIME)
         return FakeRuntime()
-    raise ConfigError(f"container runtime endpoint {endpoint!r} is not supported yet; "
-                      f"use {FAKE_RUNTIME!r}")
+    root = Path(cfg.modules.edged.tailoredKubeletFlag.rootDirectory)
+    logs = _kubelet_config(cfg).get("podLogsDir") or "/var/log/pods"
+    return CRIRuntime(endpoint, pods_dir=root / "pods", pod_logs_dir=logs)
 
 
 async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
@@ -70,6 +78,9 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
     db = cfg.database.dataSource
     meta_cfg = cfg.modules.metaManager
     async with contextlib.AsyncExitStack() as stack:
+        close = getattr(runtime, "close", None)
+        if close is not None:
+            stack.push_async_callback(close)
         store = await MetaStore.open(db)
         stack.push_async_callback(store.close)
         outbox = await Outbox.open(db)

@@ -61,6 +61,9 @@ def local_up(
     https_port: Annotated[int, typer.Option(help="CloudHub certificate port")] = 10002,
     metaserver_port: Annotated[int, typer.Option(help="the edge's MetaServer port")] = 10550,
     demo: Annotated[bool, typer.Option(help="deploy the demo workload")] = True,
+    runtime: Annotated[str, typer.Option(
+        help="containerd (a private containerd runs the pods) or fake (in memory)")] =
+        "containerd",
     run_for: Annotated[float | None, typer.Option(
         help="stop after this many seconds (smoke tests); default: until Ctrl-C")] = None,
 ) -> None:
@@ -68,6 +71,8 @@ def local_up(
     node joined with a token, and a demo Deployment on it."""
     if tier not in ("minimal", "full"):
         _fail("local-up", f"--tier must be 'minimal' or 'full', not {tier!r}", 2)
+    if runtime not in ("containerd", "fake"):
+        _fail("local-up", f"--runtime must be 'containerd' or 'fake', not {runtime!r}", 2)
     if not is_valid_node_name(node):
         _fail("local-up", f"--node {node!r} is not a valid node name", 2)
     for flag, port in (("--cloudhub-port", cloudhub_port), ("--https-port", https_port),
@@ -77,7 +82,7 @@ def local_up(
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
     up = LocalUp(tier=tier, workdir=workdir, bin_dir=bin_dir, node=node,  # type: ignore[arg-type]
-                 demo=demo, ws_port=cloudhub_port, https_port=https_port,
+                 demo=demo, runtime=runtime, ws_port=cloudhub_port, https_port=https_port,
                  metaserver_port=metaserver_port)
     try:
         asyncio.run(_local_up(up, run_for))

@@ -31,6 +31,7 @@ from pykubeedge.core.errors import ControlPlaneError, KubeError
 from pykubeedge.devcluster.binaries import Tier
 from pykubeedge.devcluster.cluster import DevCluster
 from pykubeedge.devcluster.process import ManagedProcess, free_port
+from pykubeedge.edge.edged.cri import PrivateContainerd, build_local_images
 from pykubeedge.edge.edgehub.certificate import bootstrap
 from pykubeedge.keadm.join import edgecore_config_for_join
 from pykubeedge.kube.client import KubeClient
@@ -72,6 +73,11 @@ class LocalUp:
     node: str = "edge-node"
     node_labels: dict[str, str] = field(default_factory=lambda: {"disktype": "test"})
     demo: bool = True
+    # "containerd": a private containerd (CRI) runs the pods for real; "fake": in memory.
+    runtime: str = "containerd"
+    network: str = "bridge"  # containerd's pod network: "bridge" (own IPs) or "loopback"
+    bridge: str = "pke0"
+    pod_subnet: str = "10.88.0.0/16"
     ws_port: int = 0  # 0: a free port (10000 is KubeEdge's default)
     https_port: int = 0
     metaserver_port: int = 0
@@ -89,6 +95,7 @@ class LocalUp:
         self.cluster = DevCluster(tier=self.tier, workdir=self.workdir / "control-plane",
                                   bin_dir=self.bin_dir, progress=self.progress,
                                   extra_args={"kube-controller-manager": cm_args})
+        self.containerd: PrivateContainerd | None = None
         self.cloudcore: ManagedProcess | None = None
         self.edgecore: ManagedProcess | None = None
         self.kube: KubeClient | None = None
@@ -128,6 +135,9 @@ class LocalUp:
         self.progress("starting cloudcore")
         self._write_cloudcore_config()
         await self.start_cloudcore()
+        if self.runtime == "containerd":
+            self.progress("starting containerd (CRI) and importing the local busybox image")
+            await self._start_containerd()
         self.progress(f"joining edge node {self.node}")
         token = await poll(lambda: self._token(), "the join token in kubeedge/tokensecret")
         await self._join(token)
@@ -142,6 +152,9 @@ class LocalUp:
         for proc in (self.edgecore, self.cloudcore):
             if proc is not None:
                 await proc.stop()
+        if self.containerd is not None:
+            await self.containerd.stop()  # removes the pods' sandboxes through CRI first
+            shutil.rmtree(self.containerd.base, ignore_errors=True)
         if self.kube is not None:
             await self.kube.close()
         await self.cluster.stop()
@@ -209,11 +222,24 @@ class LocalUp:
         cfg.modules.edged.tailoredKubeletFlag.rootDirectory = str(self.edge_dir / "kubelet")
         extra = cfg.modules.edged.model_extra
         assert extra is not None
-        extra["tailoredKubeletConfig"] = {"containerRuntimeEndpoint": "fake://"}
+        extra["tailoredKubeletConfig"] = {
+            "containerRuntimeEndpoint": self.containerd.endpoint if self.containerd else "fake://",
+            "podLogsDir": str(self.edge_dir / "pod-logs"),
+        }
         await bootstrap(cfg)
         cfg.modules.edgeHub.token = ""
         self.edgecore_config.parent.mkdir(parents=True, exist_ok=True)
         self.edgecore_config.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+    async def _start_containerd(self) -> None:
+        # Its socket path must fit in 107 bytes: a short directory under /tmp.
+        base = Path(tempfile.mkdtemp(prefix="pke-ctd-", dir="/tmp"))
+        self.containerd = PrivateContainerd(base, network=self.network,  # type: ignore[arg-type]
+                                            bridge=self.bridge, pod_subnet=self.pod_subnet)
+        await self.containerd.start()
+        archive = base / "images.tar"
+        await build_local_images(archive)
+        await self.containerd.import_images(archive)
 
     async def start_edgecore(self) -> None:
         assert self.workdir is not None
@@ -251,24 +277,25 @@ class LocalUp:
         kube = self.kube
         await kube.create(CONFIGMAPS, {"metadata": {"name": "demo-config", "namespace": "default"},
                                        "data": {"greeting": "hello from the cloud"}})
-        await kube.create(DEPLOYMENTS, {
-            "metadata": {"name": "demo", "namespace": "default"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": DEMO_LABELS},
-                "template": {
-                    "metadata": {"labels": DEMO_LABELS},
-                    "spec": {
-                        "nodeSelector": {"node-role.kubernetes.io/edge": ""},
-                        "containers": [{"name": "web", "image": "busybox",
-                                        "command": ["httpd", "-f", "-p", "8080"],
-                                        "volumeMounts": [{"name": "cfg",
-                                                          "mountPath": "/etc/demo"}]}],
-                        "volumes": [{"name": "cfg", "configMap": {"name": "demo-config"}}],
-                    },
-                },
-            },
-        })
+        pod_spec: dict[str, Any] = {
+            "nodeSelector": {"node-role.kubernetes.io/edge": ""},
+            "containers": [{"name": "web", "image": "busybox",
+                            "command": ["httpd", "-f", "-p", "8080"],
+                            "volumeMounts": [{"name": "cfg", "mountPath": "/etc/demo"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "demo-config"}}],
+        }
+        if self.tier == "full":
+            await kube.create(DEPLOYMENTS, {
+                "metadata": {"name": "demo", "namespace": "default"},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": DEMO_LABELS},
+                         "template": {"metadata": {"labels": DEMO_LABELS}, "spec": pod_spec}},
+            })
+        else:  # no scheduler nor Deployment controller: plain pods bound to the node
+            for i in range(replicas):
+                await kube.create(PODS, {
+                    "metadata": {"name": f"demo-{i}", "namespace": "default",
+                                 "labels": DEMO_LABELS},
+                    "spec": {**pod_spec, "nodeName": self.node}})
         selector = ",".join(f"{k}={v}" for k, v in DEMO_LABELS.items())
 
         async def running() -> list[dict[str, Any]] | None:

@@ -188,3 +188,31 @@ def test_keepalive_deadline() -> None:
     k.keepalive(20)
     assert not k.expired(49)
     assert k.expired(50.5)
+
+
+def test_deep_window_at_a_slow_edge_is_not_resent_while_it_acks_in_order() -> None:
+    """The resend clock of a pipelined message starts when the ones before it are ACKed:
+    a slow edge working through its window is not sent the same messages again."""
+    q = NodeQueue(window=8)
+    msgs = [pod(f"p{i}", "1") for i in range(8)]
+    for m in msgs:
+        q.push(m, 0)
+    assert [q.next(0) for _ in msgs] == msgs
+    t = 0.0
+    for m in msgs:  # one ACK every 4 s: the last waits 32 s, but never 5 s without progress
+        t += RESEND_INTERVAL_S - 1
+        assert q.due(t) == []
+        assert q.ack(m.msg_id, t) is m
+    assert q.inflight == 0
+
+
+def test_message_lost_behind_progress_is_still_resent() -> None:
+    q = NodeQueue(window=3)
+    a, b, c = pod("a", "1"), pod("b", "1"), pod("c", "1")
+    for m in (a, b, c):
+        q.push(m, 0)
+    assert [q.next(0), q.next(0), q.next(0)] == [a, b, c]
+    q.ack(b.msg_id, 1)  # later ones ACKed, the oldest not: it was lost
+    q.ack(c.msg_id, 2)
+    assert q.due(RESEND_INTERVAL_S - 0.01) == []
+    assert q.due(RESEND_INTERVAL_S) == [a]

@@ -180,11 +180,11 @@ class EdgeHub:
         finally:
             self.connected.clear()
             self._ws = None
+            with contextlib.suppress(Exception):
+                await ws.close()  # first, so nothing keeps writing to it
             for t in (keepalive, reader):
                 t.cancel()
             await asyncio.gather(keepalive, reader, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await ws.close()
             code = ws.close_code
             log.warning("disconnected from CloudHub (close code %s)", code)
             await self._publish_connection(ctx, Content.CLOUD_DISCONNECTED)
@@ -315,8 +315,9 @@ class EdgeHub:
             raise ConnectionError("connection closed")
         if msg.sync:  # a local send_sync detail; never on the wire (as upstream)
             msg = dataclasses.replace(msg, sync=False)
-        await asyncio.wait_for(ws.send_frame(codec.encode(msg), WSMsgType.TEXT),
-                               self.s.write_timeout)
+        # A timeout scope, not wait_for: on 3.11 wait_for can swallow a cancellation.
+        async with asyncio.timeout(self.s.write_timeout):
+            await ws.send_frame(codec.encode(msg), WSMsgType.TEXT)
 
 
 # Status that only matters in its newest version: while disconnected, a newer one replaces

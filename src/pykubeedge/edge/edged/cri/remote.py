@@ -1,0 +1,653 @@
+"""Edged's :class:`~pykubeedge.edge.edged.runtime.Runtime` over CRI (``runtime.v1`` gRPC).
+
+The container runtime (containerd) listens on a unix socket; every call has a deadline, and a
+failed call becomes a :class:`ContainerRuntimeError` that names what failed::
+
+    runtime = CRIRuntime("unix:///run/containerd/containerd.sock",
+                         pods_dir="/var/lib/kubelet/pods", pod_logs_dir="/var/log/pods")
+    print(await runtime.version())          # containerd://1.6.20~ds1
+    ...
+    await runtime.close()
+
+Files, as kubelet lays them out: a pod's configMap/secret/projected volume files are written
+under ``<pods_dir>/<uid>/volumes/`` and bind-mounted read-only; any other volume a container
+mounts is an empty directory there (emptyDir). Container logs go to
+``<pod_logs_dir>/<namespace>_<name>_<uid>/<container>/<attempt>.log`` in CRI format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, TypeVar
+
+import grpc
+import grpc.aio
+
+from pykubeedge.core.errors import ConfigError
+from pykubeedge.edge.edged.cri import api_pb2 as api
+from pykubeedge.edge.edged.cri import api_pb2_grpc as api_grpc
+from pykubeedge.edge.edged.node import primary_ipv4
+from pykubeedge.edge.edged.runtime import (
+    ContainerRuntimeError,
+    ContainerSpec,
+    ContainerState,
+    ContainerStatus,
+    ImagePullError,
+    Mount,
+    NotFoundError,
+    PodSandboxStatus,
+    RuntimeUnavailableError,
+    RuntimeVersion,
+    SandboxConfig,
+    SandboxState,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT: Final = "unix:///run/containerd/containerd.sock"
+DEFAULT_PODS_DIR: Final = "/var/lib/kubelet/pods"
+DEFAULT_POD_LOGS_DIR: Final = "/var/log/pods"
+CRI_API_VERSION: Final = "v1"
+
+REQUEST_TIMEOUT: Final = 120.0
+"""Seconds for a call that changes something (kubelet's ``runtimeRequestTimeout``, 2 min)."""
+QUERY_TIMEOUT: Final = 10.0
+"""Seconds for Version, Status and the list/status calls of a relist."""
+PULL_TIMEOUT: Final = 600.0
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # kubelet's maxMsgSize
+MAX_CONCURRENT_CALLS: Final = 64
+MAX_PARALLEL_PULLS: Final = 2
+_STATUS_CACHE: Final = 8192
+
+# kubelet's labels, so a KubeEdge engineer finds pods with crictl as usual
+POD_NAME_LABEL: Final = "io.kubernetes.pod.name"
+POD_NAMESPACE_LABEL: Final = "io.kubernetes.pod.namespace"
+POD_UID_LABEL: Final = "io.kubernetes.pod.uid"
+CONTAINER_NAME_LABEL: Final = "io.kubernetes.container.name"
+RESTART_COUNT_ANNOTATION: Final = "io.kubernetes.container.restartCount"
+# containerd reports an image by its first repo tag ("busybox" comes back as
+# "docker.io/library/busybox:latest"); Edged compares the spec's own string
+IMAGE_ANNOTATION: Final = "pykubeedge.io/image"
+HOSTNAME_ANNOTATION: Final = "pykubeedge.io/hostname"
+
+FILES_VOLUMES: Final = "pykubeedge.io~files"
+"""Subdirectory of ``volumes/`` for configMap/secret/projected files (mounted read-only)."""
+EMPTY_DIR_VOLUMES: Final = "kubernetes.io~empty-dir"
+
+_CONTAINER_STATES: Final = {
+    api.CONTAINER_CREATED: ContainerState.CREATED,
+    api.CONTAINER_RUNNING: ContainerState.RUNNING,
+    api.CONTAINER_EXITED: ContainerState.EXITED,
+    api.CONTAINER_UNKNOWN: ContainerState.UNKNOWN,
+}
+_MAX_HOSTNAME: Final = 63
+_T = TypeVar("_T")
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, str]:
+    """The gRPC target and socket path of a CRI endpoint (``unix://`` URL or a plain path).
+
+    >>> parse_endpoint("unix:///run/containerd/containerd.sock")
+    ('unix:///run/containerd/containerd.sock', '/run/containerd/containerd.sock')
+    """
+    path = endpoint.removeprefix("unix://")
+    if "://" in path or not path.startswith("/"):
+        raise ConfigError(
+            f"container runtime endpoint {endpoint!r} is not a unix socket "
+            f"(expected unix:///path/to/socket)")
+    return f"unix://{path}", path
+
+
+def pod_log_dir(logs_dir: str | Path, namespace: str, name: str, uid: str) -> Path:
+    """``<logs_dir>/<namespace>_<name>_<uid>``, kubelet's pod log directory.
+
+    >>> str(pod_log_dir("/var/log/pods", "default", "web", "u1"))
+    '/var/log/pods/default_web_u1'
+    """
+    for value, what in ((namespace, "pod namespace"), (name, "pod name"), (uid, "pod UID")):
+        _safe_component(value, what)
+    return Path(logs_dir) / f"{namespace}_{name}_{uid}"
+
+
+def _safe_component(value: str, what: str) -> str:
+    if not value or value in (".", "..") or "/" in value or "\x00" in value:
+        raise ContainerRuntimeError(f"invalid {what} {value!r}")
+    return value
+
+
+def _safe_relative(value: str, what: str) -> PurePosixPath:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\x00" in value:
+        raise ContainerRuntimeError(f"invalid {what} {value!r}: must be a relative path "
+                                    "without '..'")
+    return path
+
+
+def sandbox_hostname(config: SandboxConfig) -> str:
+    """The sandbox hostname: empty with host networking (CRI requires it), else the pod's
+    hostname cut to 63 characters as kubelet does."""
+    if config.host_network:
+        return ""
+    return (config.hostname or config.name)[:_MAX_HOSTNAME].rstrip("-.")
+
+
+def _namespaces(host_network: bool) -> api.NamespaceOption:
+    # kubelet's choice for v1 pods: one PID namespace per container, IPC shared in the pod
+    return api.NamespaceOption(
+        network=api.NODE if host_network else api.POD, pid=api.CONTAINER, ipc=api.POD)
+
+
+def _one_line(text: str | None, limit: int = 400) -> str:
+    line = " ".join((text or "").split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _seconds(nanoseconds: int) -> float:
+    return nanoseconds / 1e9 if nanoseconds > 0 else 0.0
+
+
+class CRINotServedError(RuntimeUnavailableError):
+    """The socket answers, but not CRI ``runtime.v1`` (containerd's cri plugin is off or
+    failed to load)."""
+
+
+class CRIRuntime:
+    """A :class:`~pykubeedge.edge.edged.runtime.Runtime` talking CRI to a unix socket.
+
+    ``timeout`` bounds calls that change something, ``query_timeout`` Version, Status and the
+    relist's list and status calls, ``pull_timeout`` image pulls; a stop waits its grace
+    period on top of ``timeout``. At most ``max_concurrent_calls`` calls and
+    ``max_parallel_pulls`` pulls are in flight. ``host_ip`` gives a host-network pod its IP.
+    An image already present is not pulled again (``IfNotPresent``).
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        pods_dir: str | Path = DEFAULT_PODS_DIR,
+        pod_logs_dir: str | Path = DEFAULT_POD_LOGS_DIR,
+        timeout: float = REQUEST_TIMEOUT,
+        query_timeout: float = QUERY_TIMEOUT,
+        pull_timeout: float = PULL_TIMEOUT,
+        runtime_handler: str = "",
+        cgroup_parent: str = "",
+        max_concurrent_calls: int = MAX_CONCURRENT_CALLS,
+        max_parallel_pulls: int = MAX_PARALLEL_PULLS,
+        host_ip: Callable[[], str] = primary_ipv4,
+    ) -> None:
+        self.endpoint = endpoint
+        self._target, self.socket_path = parse_endpoint(endpoint)
+        self.pods_dir = Path(pods_dir)
+        self.pod_logs_dir = Path(pod_logs_dir)
+        self.timeout = timeout
+        self.query_timeout = query_timeout
+        self.pull_timeout = pull_timeout
+        self.runtime_handler = runtime_handler
+        self.cgroup_parent = cgroup_parent
+        self._host_ip = host_ip
+        self._calls = asyncio.Semaphore(max_concurrent_calls)
+        self._pulls = asyncio.Semaphore(max_parallel_pulls)
+        self._channel: grpc.aio.Channel | None = None
+        self._runtime: Any = None
+        self._images: Any = None
+        self._sandbox_ips: OrderedDict[str, str] = OrderedDict()  # immutable per sandbox
+        self._statuses: OrderedDict[str, ContainerStatus] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"CRIRuntime({self.endpoint!r})"
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self._channel is not None:
+            return
+        self._channel = grpc.aio.insecure_channel(
+            self._target,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.enable_http_proxy", 0),
+                # a restarted runtime is found again within seconds, not gRPC's 2 minutes
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        stubs: Any = api_grpc  # generated, untyped
+        self._runtime = stubs.RuntimeServiceStub(self._channel)
+        self._images = stubs.ImageServiceStub(self._channel)
+
+    async def close(self) -> None:
+        """Close the connection (a later call opens a new one)."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    async def __aenter__(self) -> CRIRuntime:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _call(self, service: str, method: str, request: Any, timeout: float) -> Any:
+        """One unary call with a deadline; gRPC errors become runtime errors."""
+        self._connect()
+        stub = self._runtime if service == "runtime" else self._images
+        async with self._calls:
+            try:
+                return await getattr(stub, method)(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(method, exc, timeout) from None
+
+    def _error(self, method: str, exc: grpc.aio.AioRpcError, timeout: float) -> Exception:
+        code, details = exc.code(), _one_line(exc.details())
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return RuntimeUnavailableError(
+                f"container runtime at {self.endpoint} is unreachable: {details}")
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return CRINotServedError(
+                f"container runtime at {self.endpoint} does not serve CRI runtime.v1 {method} "
+                f"(is containerd's cri plugin enabled?): {details}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ContainerRuntimeError(
+                f"CRI {method} at {self.endpoint}: no answer within {timeout:g}s")
+        if code == grpc.StatusCode.NOT_FOUND:
+            return NotFoundError(f"CRI {method}: {details}")
+        return ContainerRuntimeError(f"CRI {method} failed ({code.name}): {details}")
+
+    # -- runtime ------------------------------------------------------------------------------
+
+    async def version(self) -> RuntimeVersion:
+        """``containerd://1.6.20~ds1``."""
+        try:
+            reply = await self._call("runtime", "Version",
+                                     api.VersionRequest(version=CRI_API_VERSION),
+                                     self.query_timeout)
+        except RuntimeUnavailableError:
+            raise
+        except ContainerRuntimeError as exc:
+            raise RuntimeUnavailableError(str(exc)) from None
+        return RuntimeVersion(reply.runtime_name, reply.runtime_version)
+
+    async def status(self) -> None:
+        """Raise :class:`RuntimeUnavailableError` unless RuntimeReady and NetworkReady hold."""
+        try:
+            reply = await self._call("runtime", "Status", api.StatusRequest(),
+                                     self.query_timeout)
+        except RuntimeUnavailableError:
+            raise
+        except ContainerRuntimeError as exc:
+            raise RuntimeUnavailableError(str(exc)) from None
+        conditions = {c.type: c for c in reply.status.conditions}
+        for kind, what in (("RuntimeReady", "container runtime"),
+                           ("NetworkReady", "container runtime network")):
+            condition = conditions.get(kind)
+            if condition is None or not condition.status:
+                reason = condition.reason if condition is not None else "Missing"
+                message = _one_line(condition.message) if condition is not None else ""
+                raise RuntimeUnavailableError(
+                    f"{what} not ready: {kind}=false reason:{reason} message:{message}")
+
+    # -- sandboxes ----------------------------------------------------------------------------
+
+    def sandbox_config(self, config: SandboxConfig) -> api.PodSandboxConfig:
+        """The CRI ``PodSandboxConfig`` for a pod (labels and log directory as kubelet's)."""
+        labels = dict(config.labels)
+        labels.update({POD_NAME_LABEL: config.name, POD_NAMESPACE_LABEL: config.namespace,
+                       POD_UID_LABEL: config.uid})
+        hostname = sandbox_hostname(config)
+        return api.PodSandboxConfig(
+            metadata=api.PodSandboxMetadata(name=config.name, uid=config.uid,
+                                            namespace=config.namespace,
+                                            attempt=config.attempt),
+            hostname=hostname,
+            log_directory=str(pod_log_dir(self.pod_logs_dir, config.namespace, config.name,
+                                          config.uid)),
+            labels=labels,
+            annotations={HOSTNAME_ANNOTATION: hostname},
+            linux=api.LinuxPodSandboxConfig(
+                cgroup_parent=self.cgroup_parent,
+                security_context=api.LinuxSandboxSecurityContext(
+                    namespace_options=_namespaces(config.host_network)),
+            ),
+        )
+
+    def _config_from_status(self, status: api.PodSandboxStatus) -> api.PodSandboxConfig:
+        """The sandbox's config again, from what the runtime keeps (CreateContainer needs it:
+        containerd takes the log directory from it)."""
+        meta = status.metadata
+        host_network = status.linux.namespaces.options.network == api.NODE
+        config = SandboxConfig(
+            uid=meta.uid, name=meta.name, namespace=meta.namespace, attempt=meta.attempt,
+            host_network=host_network,
+            hostname=status.annotations.get(HOSTNAME_ANNOTATION, ""),
+            labels={k: v for k, v in status.labels.items()},
+        )
+        return self.sandbox_config(config)
+
+    def _pod_dir(self, uid: str) -> Path:
+        return self.pods_dir / _safe_component(uid, "pod UID")
+
+    def _prepare_pod(self, config: SandboxConfig) -> None:
+        """Write the volume files and make the log directory (blocking: run in a thread)."""
+        volumes = self._pod_dir(config.uid) / "volumes" / FILES_VOLUMES
+        for name, files in config.volumes.items():
+            target = volumes / _safe_component(name, "volume name")
+            checked = [(_safe_relative(rel, f"path in volume {name!r}"), data)
+                       for rel, data in files.items()]
+            staging = volumes / f".{name}.new"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True, mode=0o755)
+            for rel, data in checked:
+                path = staging / rel
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                path.write_bytes(data)
+                path.chmod(0o644)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        pod_log_dir(self.pod_logs_dir, config.namespace, config.name, config.uid).mkdir(
+            parents=True, exist_ok=True, mode=0o755)
+
+    async def run_pod_sandbox(self, config: SandboxConfig) -> PodSandboxStatus:
+        """Write the pod's volume files, run its sandbox, return the sandbox's status."""
+        try:
+            await asyncio.to_thread(self._prepare_pod, config)
+        except OSError as exc:
+            raise ContainerRuntimeError(f"cannot prepare the pod directories: {exc}") from exc
+        request = api.RunPodSandboxRequest(config=self.sandbox_config(config),
+                                           runtime_handler=self.runtime_handler)
+        reply = await self._call("runtime", "RunPodSandbox", request, self.timeout)
+        status = await self._sandbox_status(reply.pod_sandbox_id)
+        return self._sandbox(status, ())
+
+    async def _sandbox_status(self, sandbox_id: str) -> api.PodSandboxStatus:
+        reply = await self._call("runtime", "PodSandboxStatus",
+                                 api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id),
+                                 self.query_timeout)
+        status: api.PodSandboxStatus = reply.status
+        return status
+
+    def _sandbox(self, status: api.PodSandboxStatus | api.PodSandbox,
+                 containers: tuple[ContainerStatus, ...]) -> PodSandboxStatus:
+        ip = self._sandbox_ips.get(status.id)
+        if ip is None and isinstance(status, api.PodSandboxStatus):
+            host_network = status.linux.namespaces.options.network == api.NODE
+            ip = status.network.ip or (self._host_ip() if host_network else "")
+            self._remember(self._sandbox_ips, status.id, ip)
+        meta = status.metadata
+        return PodSandboxStatus(
+            id=status.id,
+            uid=meta.uid,
+            name=meta.name,
+            namespace=meta.namespace,
+            attempt=meta.attempt,
+            state=SandboxState.READY if status.state == api.SANDBOX_READY
+            else SandboxState.NOT_READY,
+            ip=ip or "",
+            created_at=_seconds(status.created_at),
+            containers=containers,
+        )
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        """Stop the sandbox and its containers; idempotent."""
+        with contextlib.suppress(NotFoundError):
+            await self._call("runtime", "StopPodSandbox",
+                             api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), self.timeout)
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        """Remove the sandbox and its containers; idempotent. The pod's volume files and
+        logs go with its last sandbox."""
+        try:
+            status = await self._sandbox_status(sandbox_id)
+        except NotFoundError:
+            return
+        with contextlib.suppress(NotFoundError):
+            await self._call("runtime", "RemovePodSandbox",
+                             api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id),
+                             self.timeout)
+        self._sandbox_ips.pop(sandbox_id, None)
+        meta = status.metadata
+        try:
+            left = await self._call(
+                "runtime", "ListPodSandbox",
+                api.ListPodSandboxRequest(
+                    filter=api.PodSandboxFilter(label_selector={POD_UID_LABEL: meta.uid})),
+                self.query_timeout)
+        except ContainerRuntimeError as exc:
+            log.warning("pod %s/%s: files kept, sandboxes not listed: %s", meta.namespace,
+                        meta.name, exc)
+            return
+        if not left.items:
+            await asyncio.to_thread(self._remove_pod_dirs, meta.namespace, meta.name, meta.uid)
+
+    def _remove_pod_dirs(self, namespace: str, name: str, uid: str) -> None:
+        try:
+            dirs = (self._pod_dir(uid), pod_log_dir(self.pod_logs_dir, namespace, name, uid))
+        except ContainerRuntimeError:
+            return  # not a sandbox we made: its names would not be paths
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    # -- images -------------------------------------------------------------------------------
+
+    async def pull_image(self, image: str) -> str:
+        """The image's reference; pulled only if it is not present."""
+        spec = api.ImageSpec(image=image)
+        present = await self._call("image", "ImageStatus", api.ImageStatusRequest(image=spec),
+                                   self.query_timeout)
+        if present.HasField("image") and present.image.id:
+            return _image_ref(present.image)
+        async with self._pulls:
+            try:
+                reply = await self._call("image", "PullImage", api.PullImageRequest(image=spec),
+                                         self.pull_timeout)
+            except RuntimeUnavailableError:
+                raise
+            except ContainerRuntimeError as exc:
+                raise ImagePullError(f'failed to pull image "{image}": {exc}') from None
+        ref: str = reply.image_ref
+        return ref
+
+    async def list_images(self) -> list[str]:
+        """Every image's tags (or its ID when it has none)."""
+        reply = await self._call("image", "ListImages", api.ListImagesRequest(),
+                                 self.query_timeout)
+        names: list[str] = []
+        for image in reply.images:
+            names.extend(image.repo_tags or [image.id])
+        return names
+
+    # -- containers ---------------------------------------------------------------------------
+
+    def container_config(self, spec: ContainerSpec, sandbox: api.PodSandboxConfig,
+                         mounts: Iterable[api.Mount]) -> api.ContainerConfig:
+        """The CRI ``ContainerConfig`` (labels, log path ``<name>/<attempt>.log``)."""
+        meta = sandbox.metadata
+        host_network = (sandbox.linux.security_context.namespace_options.network == api.NODE)
+        return api.ContainerConfig(
+            metadata=api.ContainerMetadata(name=spec.name, attempt=spec.attempt),
+            image=api.ImageSpec(image=spec.image, user_specified_image=spec.image),
+            command=list(spec.command),
+            args=list(spec.args),
+            working_dir=spec.working_dir,
+            envs=[api.KeyValue(key=k, value=v) for k, v in spec.env.items()],
+            mounts=list(mounts),
+            labels={CONTAINER_NAME_LABEL: spec.name, POD_NAME_LABEL: meta.name,
+                    POD_NAMESPACE_LABEL: meta.namespace, POD_UID_LABEL: meta.uid},
+            annotations={RESTART_COUNT_ANNOTATION: str(spec.attempt), IMAGE_ANNOTATION: spec.image},
+            log_path=f"{spec.name}/{spec.attempt}.log",
+            linux=api.LinuxContainerConfig(
+                security_context=api.LinuxContainerSecurityContext(
+                    namespace_options=_namespaces(host_network))),
+        )
+
+    def host_mounts(self, uid: str, mounts: Iterable[Mount]) -> list[api.Mount]:
+        """CRI mounts for a container's volume mounts (blocking: it makes directories).
+
+        A volume whose files Edged resolved (configMap, secret, projected) is mounted
+        read-only from ``volumes/pykubeedge.io~files/<name>``; any other is an emptyDir.
+        """
+        volumes = self._pod_dir(uid) / "volumes"
+        result = []
+        for mount in mounts:
+            name = _safe_component(mount.volume, "volume name")
+            files = volumes / FILES_VOLUMES / name
+            read_only = mount.read_only
+            if files.is_dir():
+                source, read_only = files, True
+            else:
+                source = volumes / EMPTY_DIR_VOLUMES / name
+                if not source.is_dir():
+                    source.mkdir(parents=True)
+                    source.chmod(0o777)  # as kubelet's emptyDir, whatever the umask
+            if mount.sub_path:
+                source = source / _safe_relative(mount.sub_path, "subPath")
+                if not source.exists():
+                    source.mkdir(parents=True, mode=0o777)
+            result.append(api.Mount(container_path=mount.path, host_path=str(source),
+                                    readonly=read_only))
+        return result
+
+    async def start_container(self, sandbox_id: str, spec: ContainerSpec) -> str:
+        """Create and start the container; a container that fails to start is removed."""
+        status = await self._sandbox_status(sandbox_id)
+        if status.state != api.SANDBOX_READY:
+            raise ContainerRuntimeError(f"sandbox {sandbox_id[:12]} is not ready")
+        sandbox = self._config_from_status(status)
+        try:
+            mounts = await asyncio.to_thread(self.host_mounts, status.metadata.uid, spec.mounts)
+        except OSError as exc:
+            raise ContainerRuntimeError(f"cannot prepare volumes of {spec.name}: {exc}") from exc
+        request = api.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id,
+            config=self.container_config(spec, sandbox, mounts),
+            sandbox_config=sandbox,
+        )
+        created = await self._call("runtime", "CreateContainer", request, self.timeout)
+        container_id: str = created.container_id
+        try:
+            await self._call("runtime", "StartContainer",
+                             api.StartContainerRequest(container_id=container_id), self.timeout)
+        except ContainerRuntimeError:
+            with contextlib.suppress(ContainerRuntimeError):
+                await self.remove_container(container_id)
+            raise
+        return container_id
+
+    async def stop_container(self, container_id: str, timeout: float) -> None:
+        """Stop within ``timeout`` seconds (then killed); idempotent."""
+        grace = max(0, math.ceil(timeout))
+        with contextlib.suppress(NotFoundError):
+            await self._call("runtime", "StopContainer",
+                             api.StopContainerRequest(container_id=container_id, timeout=grace),
+                             self.timeout + grace)
+
+    async def remove_container(self, container_id: str) -> None:
+        """Remove the container; idempotent."""
+        with contextlib.suppress(NotFoundError):
+            await self._call("runtime", "RemoveContainer",
+                             api.RemoveContainerRequest(container_id=container_id),
+                             self.timeout)
+        self._statuses.pop(container_id, None)
+
+    # -- the relist ---------------------------------------------------------------------------
+
+    async def list_pods(self, uid: str | None = None) -> list[PodSandboxStatus]:
+        """Every pod sandbox Edged made (of pod ``uid`` if given), with its containers.
+
+        Two list calls, plus a status call only for what is new or changed state (a
+        running container's start time and an exited one's exit code never change).
+        """
+        selector = {POD_UID_LABEL: uid} if uid is not None else {}
+        sandboxes_reply, containers_reply = await asyncio.gather(
+            self._call("runtime", "ListPodSandbox",
+                       api.ListPodSandboxRequest(
+                           filter=api.PodSandboxFilter(label_selector=selector)),
+                       self.query_timeout),
+            self._call("runtime", "ListContainers",
+                       api.ListContainersRequest(
+                           filter=api.ContainerFilter(label_selector=selector)),
+                       self.query_timeout),
+        )
+        sandboxes = [s for s in sandboxes_reply.items if s.metadata.uid
+                     and POD_UID_LABEL in s.labels]
+        containers = [c for c in containers_reply.containers if POD_UID_LABEL in c.labels]
+        if uid is None:  # a full list: forget what is gone
+            _keep_only(self._sandbox_ips, {s.id for s in sandboxes})
+            _keep_only(self._statuses, {c.id for c in containers})
+        unknown = [s.id for s in sandboxes if s.id not in self._sandbox_ips]
+        for sandbox_id in unknown:
+            with contextlib.suppress(NotFoundError):
+                self._sandbox(await self._sandbox_status(sandbox_id), ())
+        statuses = await asyncio.gather(*(self._container(c) for c in containers))
+        by_sandbox: dict[str, list[ContainerStatus]] = {}
+        for container, status in zip(containers, statuses, strict=True):
+            if status is not None:
+                by_sandbox.setdefault(container.pod_sandbox_id, []).append(status)
+        return [self._sandbox(s, tuple(by_sandbox.get(s.id, ()))) for s in sandboxes]
+
+    async def _container(self, container: api.Container) -> ContainerStatus | None:
+        state = _CONTAINER_STATES.get(container.state, ContainerState.UNKNOWN)
+        known = self._statuses.get(container.id)
+        if known is not None and known.state is state and state in (
+                ContainerState.RUNNING, ContainerState.EXITED):
+            return known
+        try:
+            reply = await self._call("runtime", "ContainerStatus",
+                                     api.ContainerStatusRequest(container_id=container.id),
+                                     self.query_timeout)
+        except NotFoundError:
+            return None  # removed meanwhile
+        status = _container_status(reply.status)
+        return self._remember(self._statuses, container.id, status)
+
+    @staticmethod
+    def _remember(cache: OrderedDict[str, _T], key: str, value: _T) -> _T:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _STATUS_CACHE:
+            cache.popitem(last=False)
+        return value
+
+
+def _keep_only(cache: OrderedDict[str, Any], keys: set[str]) -> None:
+    for key in [k for k in cache if k not in keys]:
+        del cache[key]
+
+
+def _container_status(status: api.ContainerStatus) -> ContainerStatus:
+    return ContainerStatus(
+        id=status.id,
+        name=status.metadata.name,
+        attempt=status.metadata.attempt,
+        state=_CONTAINER_STATES.get(status.state, ContainerState.UNKNOWN),
+        image=status.annotations.get(IMAGE_ANNOTATION) or status.image.image,
+        image_ref=status.image_ref,
+        created_at=_seconds(status.created_at),
+        started_at=_seconds(status.started_at),
+        finished_at=_seconds(status.finished_at),
+        exit_code=status.exit_code,
+        reason=status.reason,
+        message=_one_line(status.message, 1024),
+    )
+
+
+def _image_ref(image: api.Image) -> str:
+    return image.repo_digests[0] if image.repo_digests else image.id
+
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "CRIRuntime",
+    "parse_endpoint",
+    "pod_log_dir",
+    "sandbox_hostname",
+]

@@ -20,8 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-echo "==> pip install -e .[test,fast]"
-python3 -m pip install -q --disable-pip-version-check -e ".[test,fast]" 2>&1 | grep -v "as the 'root' user" || true
+echo "==> pip install -e .[test]"
+python3 -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "as the 'root' user" || true
 
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 echo "==> control plane binaries (cached after the first build)"

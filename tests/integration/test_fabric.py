@@ -241,3 +241,37 @@ async def test_unknown_certificate_authority_at_edge_is_refused(pki: PKI, tmp_pa
         await asyncio.sleep(0.5)
         assert edge.hub is not None and edge.hub.connects == 0
         assert cloud.hub.sessions == {}
+
+
+async def test_a_taken_port_stops_the_hub_with_the_reason(pki: PKI) -> None:
+    """CloudHub does not restart forever on a port it cannot bind: the hive is told."""
+    import socket
+
+    from pykubeedge.beehive import Hive
+    from pykubeedge.cloud.cloudhub.hub import CloudHub
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stopped: list[tuple[str, BaseException | None]] = []
+        hub = CloudHub(pki.server_ssl(), host="127.0.0.1", port=port)
+        async with Hive(on_module_stopped=lambda n, e: stopped.append((n, e))) as hive:
+            hive.add_module(hub)
+            await eventually(lambda: stopped, what="the hub reported as stopped")
+        assert stopped[0][0] == "cloudhub" and isinstance(stopped[0][1], OSError)
+        assert not hub.ready.is_set()
+
+
+async def test_node_delete_reaches_the_edge_then_ends_its_session(pki: PKI,
+                                                                  tmp_path: Path) -> None:
+    async with CloudSide(pki) as cloud, EdgeSide(pki, "edge-del", cloud.port, tmp_path) as edge:
+        await eventually(lambda: "edge-del" in cloud.hub.sessions, what="connected")
+        await cloud.send_down("edge-del", new_message(
+            source="edgecontroller", group="resource", operation="delete",
+            resource="node/edge-del/null/node/edge-del",
+            content={"metadata": {"name": "edge-del", "uid": "u-node"}}))
+        await eventually(lambda: edge.meta.of("delete"), what="the edge told")
+        assert edge.hub is not None
+        # The session was ended (the edge, whose certificate is still valid, dials again).
+        await eventually(lambda: edge.hub.connects >= 2, what="session ended by the delete")

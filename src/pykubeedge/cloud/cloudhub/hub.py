@@ -49,7 +49,8 @@ _TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL})
 class CloudHub:
     name = CloudModule.CLOUDHUB
     group = CloudGroup.CLOUDHUB
-    restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
+    # A CloudHub that cannot serve (port taken, TLS broken) ends cloudcore with the reason.
+    restart_policy = RestartPolicy(RestartType.NEVER)
 
     def __init__(self, ssl_context: ssl.SSLContext | None, *, host: str = "0.0.0.0",
                  port: int = 10000, keepalive_interval: float = 30.0, node_limit: int = 500,
@@ -71,6 +72,8 @@ class CloudHub:
         self.queues: OrderedDict[str, NodeQueue] = OrderedDict()
         self._ctx: BeehiveContext | None = None
         self._runner: web.AppRunner | None = None
+        self._handshakes: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.bad_frames = 0
 
@@ -127,8 +130,27 @@ class CloudHub:
         except DecodeError as exc:
             log.error("cloudhub: cannot route %s: %s", msg, exc)
             return
+        node_deleted = (msg.operation == Operation.DELETE
+                        and msg.resource == f"node/{node_id}/null/node/{node_id}")
         msg.resource = trim_for_edge(msg.resource)
         self.deliver(node_id, msg)
+        if node_deleted:  # the Node is gone: tell the edge, then end its session
+            task = asyncio.get_running_loop().create_task(self._forget_node(node_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _forget_node(self, node_id: str, grace: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        queue = self.queues.get(node_id)
+        # Polled (bounded by ``grace``): the queue has no "drained" signal, and this is rare.
+        while queue is not None and len(queue) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        session = self.sessions.get(node_id)
+        if session is not None:
+            await self._end(session, "the node was deleted")
+        self.queues.pop(node_id, None)
+        log.info("node %s deleted: session ended, queue dropped", node_id)
 
     def deliver(self, node_id: str, msg: Message) -> Pushed:
         """Queue an edge-form message for ``node_id`` and wake its writer."""
@@ -157,25 +179,27 @@ class CloudHub:
                             "node_id header", node_id, peer, cn)
                 return web.Response(status=403, text=f"certificate CN {cn!r} is not "
                                                      f"{NODE_CN_PREFIX}{node_id}\n")
-        old = self.sessions.get(node_id)
-        if old is None and len(self.sessions) >= self.node_limit:
-            log.error("refused node %s: nodeLimit %d reached", node_id, self.node_limit)
-            return web.Response(status=503, text="cloudhub node limit reached\n")
-
-        ws = web.WebSocketResponse(max_msg_size=self.max_frame, autoping=True, compress=False,
-                                   decode_text=False)
-        await ws.prepare(request)
-        if old is not None:
-            log.info("node %s connected again from %s; replacing its old session", node_id, peer)
-            await old.close(WSCloseCode.POLICY_VIOLATION, "replaced by a new connection")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(old.done.wait(), 5)
-
-        session = NodeSession(node_id, project_id, ws, self.queue_for(node_id), self._upstream,
-                              keepalive_interval=self.keepalive_interval,
-                              write_timeout=self.write_timeout, max_frame=self.max_frame)
-        self.queues.move_to_end(node_id)
-        self.sessions[node_id] = session
+        # One handshake per node at a time: two sessions must never share a node's queue.
+        lock = self._handshakes.setdefault(node_id, asyncio.Lock())
+        async with lock:
+            old = self.sessions.get(node_id)
+            if old is None and len(self.sessions) >= self.node_limit:
+                log.error("refused node %s: nodeLimit %d reached", node_id, self.node_limit)
+                return web.Response(status=503, text="cloudhub node limit reached\n")
+            ws = web.WebSocketResponse(max_msg_size=self.max_frame, autoping=True,
+                                       compress=False, decode_text=False)
+            await ws.prepare(request)
+            if old is not None:
+                log.info("node %s connected again from %s; replacing its old session",
+                         node_id, peer)
+                await self._end(old, "replaced by a new connection")
+            session = NodeSession(node_id, project_id, ws, self.queue_for(node_id),
+                                  self._upstream, keepalive_interval=self.keepalive_interval,
+                                  write_timeout=self.write_timeout, max_frame=self.max_frame)
+            self.queues.move_to_end(node_id)
+            self.sessions[node_id] = session
+        if not lock.locked():
+            self._handshakes.pop(node_id, None)
         log.info("node %s connected from %s", node_id, peer)
         await self._publish_connection(node_id, Operation.CONNECTED)
         try:
@@ -185,6 +209,17 @@ class CloudHub:
                 del self.sessions[node_id]
                 await self._publish_connection(node_id, Operation.DISCONNECTED)
         return ws
+
+    async def _end(self, session: NodeSession, reason: str) -> None:
+        """Close ``session`` and wait until it has handed its in-flight messages back."""
+        await session.close(WSCloseCode.POLICY_VIOLATION, reason)
+        try:
+            await asyncio.wait_for(session.done.wait(), 5)
+        except TimeoutError:
+            if session.task is not None:
+                session.task.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.done.wait(), 5)
 
     async def _publish_connection(self, node_id: str, event: str) -> None:
         if self._ctx is None:

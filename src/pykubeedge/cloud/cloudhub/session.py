@@ -40,9 +40,10 @@ Upstream = Callable[["NodeSession", Message], Awaitable[None]]
 class NodeSession:
     # Thousands of these live at once: slots, a lazy ``done`` event, and a writer task only
     # while the node has messages in flight (an idle session is a timer for its deadlines).
-    __slots__ = ("_done", "_finished", "_loop", "_max_frame", "_timer", "_upstream", "_wakeup",
+    __slots__ = ("_done", "_finished", "_loop", "_max_frame", "_timer", "_upstream",
+                 "_upstream_busy", "_wakeup",
                  "_write_timeout", "_writer", "close_reason", "keepalive", "node_id",
-                 "project_id", "queue", "received", "sent", "ws")
+                 "project_id", "queue", "received", "sent", "task", "ws")
 
     def __init__(self, node_id: str, project_id: str, ws: WebSocket, queue: NodeQueue,
                  upstream: Upstream, *, keepalive_interval: float, write_timeout: float,
@@ -61,6 +62,8 @@ class NodeSession:
         self._timer: asyncio.TimerHandle | None = None  # wakes the writer at the next deadline
         self._done: asyncio.Event | None = None
         self._finished = False
+        self._upstream_busy = False
+        self.task: asyncio.Task[None] | None = None  # the task serving the connection
         self.close_reason = ""
         self.sent = 0
         self.received = 0
@@ -93,6 +96,7 @@ class NodeSession:
     async def run(self) -> None:
         """Serve the connection until it closes, the keepalive lapses or we are cancelled.
         What was in flight goes back to the queue for the next connection."""
+        self.task = asyncio.current_task()  # type: ignore[assignment]
         self.wake()  # send what waited for this node, and arm the keepalive deadline
         try:
             await self._read_loop()
@@ -131,7 +135,15 @@ class NodeSession:
                     await self.close(WSCloseCode.INVALID_TEXT, f"malformed message: {exc}")
                     return
                 self.received += 1
-                await self._upstream(self, msg)
+                # While the controllers push back (a slow API server), this reader waits and
+                # reads no keepalives: that must not count against the edge.
+                self._upstream_busy = True
+                try:
+                    await self._upstream(self, msg)
+                finally:
+                    self._upstream_busy = False
+                    if self.keepalive.expired(self._loop.time()):
+                        self.on_keepalive()
                 del frame, msg  # an idle session need not keep its last keepalive alive
             elif frame.type == WSMsgType.BINARY:
                 log.warning("node %s sent a binary frame; closing its connection", self.node_id)
@@ -154,7 +166,7 @@ class NodeSession:
         try:
             while True:
                 now = loop.time()
-                if self.keepalive.expired(now):
+                if self.keepalive.expired(now) and not self._upstream_busy:
                     log.warning("node %s: no keepalive for %.0fs; ending its session",
                                 self.node_id, self.keepalive.interval)
                     await self.close(WSCloseCode.POLICY_VIOLATION, "keepalive timeout")
@@ -196,7 +208,13 @@ class NodeSession:
         self._timer = self._loop.call_at(deadline + 0.001, self.wake)
 
     async def _write(self, msg: Message) -> None:
-        data = codec.encode(msg)
+        try:
+            data = codec.encode(msg)
+        except (TypeError, ValueError) as exc:
+            # A controller's bug, not the edge's: drop this message, keep the session.
+            log.error("node %s: cannot encode %s (%s); dropped", self.node_id, msg, exc)
+            self.queue.ack(msg.msg_id, self._loop.time())
+            return
         # A timeout scope, not wait_for: on 3.11 wait_for runs every write in a new Task.
         async with asyncio.timeout(self._write_timeout):
             await self.ws.send_frame(data, WSMsgType.TEXT)

@@ -10,7 +10,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
-for pkg in containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients; do
+for pkg in containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients \
+           iptables iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
@@ -21,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "==> pip install -e .[test]"
-python3 -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "as the 'root' user" || true
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 echo "==> control plane binaries (cached after the first build)"

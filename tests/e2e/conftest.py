@@ -15,7 +15,10 @@ from pykubeedge.keadm.localup import LocalUp
 
 @pytest.fixture(scope="session")
 async def local(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalUp]:
-    async with LocalUp(tier="full", workdir=tmp_path_factory.mktemp("local-up")) as up:
+    # Real containers (a private containerd) on a bridge of its own, apart from local-up's.
+    async with LocalUp(tier="full", workdir=tmp_path_factory.mktemp("local-up"),
+                       runtime="containerd", network="bridge", bridge="pkee2e1",
+                       pod_subnet="10.254.79.0/24") as up:
         yield up
 
 

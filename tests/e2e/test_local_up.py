@@ -79,7 +79,7 @@ async def test_pod_runs_on_the_edge_and_its_configmap_follows(local: LocalUp) ->
     out = await asyncio.to_thread(kubectl, "get", "pods", "-A", server=local.metaserver)
     assert "e2e-web" in out
 
-    await k(local, "delete", "pod", "e2e-web", "--wait=false")
+    await k(local, "delete", "pod", "e2e-web", "--wait=false", "--grace-period=1")
     await eventually(lambda: "default/pod/e2e-web" not in edge_rows(local.edge_db, "pod"),
                      what="pod removed from the edge")
     assert local.kube is not None
@@ -145,45 +145,53 @@ async def test_edge_restarts_from_sqlite_while_cut_off(local: LocalUp) -> None:
     assert local.kube is not None
     kube = local.kube
     await k(local, "create", "configmap", "auto-cfg", "--from-literal=v=1")
-    await k(local, "apply", "-f", "-", stdin=pod_manifest("auto-web", local.node, "auto-cfg"))
-    await eventually(lambda: _is(phase(local, "auto-web"), "Running"), what="pod Running")
-    before = await kube.get(PODS, "auto-web", namespace="default")
-    old_container = before["status"]["containerStatuses"][0]["containerID"]
+    manifest = json.loads(pod_manifest("auto-job", local.node, "auto-cfg"))
+    manifest["spec"]["restartPolicy"] = "Never"
+    # It runs for a while, then fails: that happens while the edge is cut off.
+    manifest["spec"]["containers"][0]["command"] = ["sh", "-c", "sleep 12; exit 3"]
+    await k(local, "apply", "-f", "-", stdin=json.dumps(manifest))
+    await eventually(lambda: _is(phase(local, "auto-job"), "Running"), what="pod Running")
+    before = await kube.get(PODS, "auto-job", namespace="default")
+    container = before["status"]["containerStatuses"][0]["containerID"]
 
     await local.stop_cloudcore()  # the cloud is unreachable
-    await local.stop_edgecore()  # and the edge reboots
+    await local.stop_edgecore()  # and edgecore restarts
     await local.start_edgecore()
-    # Restored from SQLite: the MetaServer serves the pod, Edged runs it again (same UID).
-    out = await asyncio.to_thread(kubectl, "get", "pod", "auto-web", "-n", "default", "-o",
-                                  "json", server=local.metaserver)
-    served = json.loads(out)
-    assert served["metadata"]["uid"] == before["metadata"]["uid"]
 
-    async def restarted_offline() -> bool:
-        out = await asyncio.to_thread(kubectl, "get", "pod", "auto-web", "-n", "default",
-                                      "-o", "json", server=local.metaserver)
-        statuses = json.loads(out).get("status", {}).get("containerStatuses") or []
-        return bool(statuses) and statuses[0].get("containerID") not in (None, old_container)
+    def served() -> dict:
+        out = kubectl("get", "pod", "auto-job", "-n", "default", "-o", "json",
+                      server=local.metaserver)
+        return json.loads(out)
 
-    await eventually(restarted_offline, what="pod restarted by edgecore while offline")
+    # From SQLite: the MetaServer serves the pod, and Edged adopted the running container.
+    pod = await asyncio.to_thread(served)
+    assert pod["metadata"]["uid"] == before["metadata"]["uid"]
+    assert (await kube.get(PODS, "auto-job", namespace="default"))["status"]["phase"] == "Running"
+
+    async def failed_offline() -> bool:
+        status = (await asyncio.to_thread(served)).get("status") or {}
+        return status.get("phase") == "Failed"
+
+    await eventually(failed_offline, timeout=60, what="the pod's failure seen at the edge")
+    status = (await asyncio.to_thread(served))["status"]["containerStatuses"][0]
+    assert status["containerID"] == container  # adopted, not recreated
+    assert status["state"]["terminated"]["exitCode"] == 3
     # A Kubernetes client library works against the edge's MetaServer too (offline).
     async with KubeClient(KubeConfig(server=local.metaserver)) as edge_api:
         names = {p["metadata"]["name"] for p in (await edge_api.list(PODS))["items"]}
-        assert "auto-web" in names
-    new_container = json.loads(await asyncio.to_thread(
-        kubectl, "get", "pod", "auto-web", "-n", "default", "-o", "json",
-        server=local.metaserver))["status"]["containerStatuses"][0]["containerID"]
+        assert "auto-job" in names
 
     await local.start_cloudcore()
 
     async def status_delivered() -> bool:
-        pod = await kube.get(PODS, "auto-web", namespace="default")
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        return bool(statuses) and statuses[0].get("containerID") == new_container
+        pod = await kube.get(PODS, "auto-job", namespace="default")
+        return (pod.get("status") or {}).get("phase") == "Failed"
 
     await eventually(status_delivered, timeout=60, what="offline status in the API server")
-    after = await kube.get(PODS, "auto-web", namespace="default")
+    after = await kube.get(PODS, "auto-job", namespace="default")
     assert after["metadata"]["uid"] == before["metadata"]["uid"]  # never deleted/recreated
+    terminated = after["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 3
     await local.wait_node_ready()
 
 

@@ -156,20 +156,18 @@ class CloudModule:
     ROUTER: Final = "router"
 
 
-class CloudGroup:
-    """Beehive group names in cloudcore."""
+class CloudGroup(CloudModule):
+    """Beehive group names in cloudcore: each module's name, plus ``user``."""
 
-    CLOUDHUB: Final = "cloudhub"
-    EDGECONTROLLER: Final = "edgecontroller"
-    POLICYCONTROLLER: Final = "policycontroller"
-    DEVICECONTROLLER: Final = "devicecontroller"
-    NODEUPGRADEJOBCONTROLLER: Final = "nodeupgradejobcontroller"
-    TASKMANAGER: Final = "taskmanager"
-    SYNCCONTROLLER: Final = "synccontroller"
-    DYNAMICCONTROLLER: Final = "dynamiccontroller"
-    CLOUDSTREAM: Final = "cloudStream"
-    ROUTER: Final = "router"
     USER: Final = "user"
+
+
+CLOUD_MODULES: Final = frozenset(
+    v for k, v in vars(CloudModule).items() if k.isupper() and isinstance(v, str))
+"""Every cloudcore module name."""
+CLOUD_ONLY_SOURCES: Final = CLOUD_MODULES - {EdgeModule.TASKMANAGER} | {"funcmgr"}
+"""Sources only cloudcore uses (``taskmanager`` runs on both sides): a message from an edge
+never carries one, and a message that does came from the cloud."""
 
 
 class Source:

@@ -27,7 +27,7 @@ from aiohttp import WSCloseCode, web
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.cloud.cloudhub.session import NodeSession
 from pykubeedge.core import codec
-from pykubeedge.core.constants import CloudGroup, CloudModule, Operation
+from pykubeedge.core.constants import CLOUD_ONLY_SOURCES, CloudGroup, CloudModule, Operation
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import NodeQueue, Pushed
 from pykubeedge.core.message import Message, error_message, new_message, response
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 AckListener = Callable[[str, Message], None]
 NODE_CN_PREFIX = "system:node:"
-_CLOUD_SOURCES = frozenset({
-    "cloudhub", "edgecontroller", "devicecontroller", "synccontroller", "dynamiccontroller",
-    "policycontroller", "nodeupgradejobcontroller", "taskmanager", "cloudStream", "router",
-})
 _VIADUCT_CONTROL = frozenset({Operation.CONFIG, Operation.PING, Operation.PONG})
 _TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL})
 
@@ -239,7 +235,7 @@ class CloudHub:
         if op == Operation.KEEPALIVE:
             session.on_keepalive()
             return
-        if msg.source in _CLOUD_SOURCES and op != Operation.RESPONSE:
+        if msg.source in CLOUD_ONLY_SOURCES and op != Operation.RESPONSE:
             log.warning("node %s sent a message claiming a cloud source %r; dropped",
                         node_id, msg.source)
             return

@@ -40,6 +40,7 @@ from pykubeedge.beehive import (
     UnknownModuleError,
 )
 from pykubeedge.core.constants import (
+    CLOUD_ONLY_SOURCES,
     NULL_NAMESPACE,
     RESOURCE_SEP,
     CloudModule,
@@ -240,7 +241,7 @@ class MetaManager:
         res = parse_edge(msg.resource, op)
         if res.resource_type not in KNOWN_TYPES:
             raise DecodeError(f"unknown resource type {res.resource_type!r}")
-        from_edge = msg.source not in _CLOUD_SOURCES
+        from_edge = msg.source not in CLOUD_ONLY_SOURCES
         req = _Request(msg, res, from_edge)
         await _HANDLERS[op](self, req)
 
@@ -499,7 +500,7 @@ class MetaManager:
             if not ctx.respond(reply):
                 log.debug("nobody waits any more for the reply to %s", request)
             return
-        if request.source in _CLOUD_SOURCES:
+        if request.source in CLOUD_ONLY_SOURCES:
             await self._send(self.send_module, reply)
         elif request.source == self.edged_module or not request.source:
             await self._send(self.edged_module, reply)
@@ -532,13 +533,7 @@ _HANDLERS: Final = {
     Operation.QUERY: MetaManager._query,
 }
 
-_CLOUD_SOURCES: Final = frozenset({
-    CloudModule.CLOUDHUB, CloudModule.EDGECONTROLLER, CloudModule.POLICYCONTROLLER,
-    CloudModule.DEVICECONTROLLER, CloudModule.NODEUPGRADEJOBCONTROLLER,
-    CloudModule.SYNCCONTROLLER, CloudModule.DYNAMICCONTROLLER, CloudModule.ROUTER,
-    CloudModule.CLOUDSTREAM, "funcmgr",
-})
-"""Sources of messages that come from cloudcore (everything else is an edge module)."""
+
 
 
 # -- content rules -------------------------------------------------------------------------

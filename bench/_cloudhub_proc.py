@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import faulthandler
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _benchutil import percentiles, raise_nofile
 from pykubeedge.beehive import Hive, RestartPolicy
 from pykubeedge.cloud.cloudhub.hub import CloudHub
 from pykubeedge.core.hubproto import NodeQueue
@@ -44,27 +43,6 @@ from pykubeedge.core.message import Message, new_message
 from pykubeedge.transport.tls import server_context
 
 log = logging.getLogger("bench.cloudhub")
-
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    v = sorted(values)
-
-    def q(p: float) -> float:
-        return v[min(len(v) - 1, round(p * (len(v) - 1)))]
-
-    return {"n": len(v), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": v[-1],
-            "min": v[0]}
 
 
 def pod_update(node: str, i: int, run: int) -> Message:

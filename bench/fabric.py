@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import signal
 import sqlite3
 import ssl
@@ -51,6 +50,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
+from _benchutil import percentiles, raise_nofile
 from pykubeedge.beehive import Hive, RestartPolicy
 from pykubeedge.core import codec
 from pykubeedge.core.config import DEFAULT_PROJECT_ID
@@ -69,27 +69,6 @@ log = logging.getLogger("bench.fabric")
 
 
 # -- small helpers -------------------------------------------------------------------------------
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    v = sorted(values)
-
-    def q(p: float) -> float:
-        return v[min(len(v) - 1, round(p * (len(v) - 1)))]
-
-    return {"n": len(v), "min": v[0], "p50": q(0.5), "p90": q(0.9), "p99": q(0.99),
-            "max": v[-1]}
-
 
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

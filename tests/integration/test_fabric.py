@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from pykubeedge.core import codec
 from pykubeedge.core.message import new_message
 from pykubeedge.transport.tls import client_context
 from tests.conftest import eventually
@@ -275,3 +276,19 @@ async def test_node_delete_reaches_the_edge_then_ends_its_session(pki: PKI,
         assert edge.hub is not None
         # The session was ended (the edge, whose certificate is still valid, dials again).
         await eventually(lambda: edge.hub.connects >= 2, what="session ended by the delete")
+
+
+async def test_edges_get_the_cluster_ca_from_cloudhub(pki: PKI) -> None:
+    async with CloudSide(pki) as cloud:
+        cloud.hub.cluster_ca = b"-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n"
+        session, ws = await raw_connect(pki, cloud.port, "edge-ca")
+        try:
+            query = new_message(source="metamanager", group="resource", operation="query",
+                                resource="k8s/ca.crt")
+            await ws.send_str(codec.encode(query).decode())
+            frame = await asyncio.wait_for(ws.receive(), 10)
+            reply = codec.decode(frame.data)
+            assert reply.parent_msg_id == query.msg_id and reply.operation == "response"
+            assert reply.content.startswith("-----BEGIN CERTIFICATE-----")
+        finally:
+            await session.close()

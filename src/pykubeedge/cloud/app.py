@@ -70,7 +70,8 @@ async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
         hub = CloudHub(pki.server_ssl_context(require_client_cert=True),
                        host=hub_cfg.websocket.address, port=hub_cfg.websocket.port,
                        keepalive_interval=hub_cfg.keepaliveInterval, node_limit=hub_cfg.nodeLimit,
-                       write_timeout=hub_cfg.writeTimeout, ack_listener=sync.on_ack)
+                       write_timeout=hub_cfg.writeTimeout, ack_listener=sync.on_ack,
+                       cluster_ca=kube.config.ca_data or b"")
         failed: list[str] = []
 
         def module_stopped(name: str, err: BaseException | None) -> None:

@@ -51,7 +51,7 @@ class CloudHub:
     def __init__(self, ssl_context: ssl.SSLContext | None, *, host: str = "0.0.0.0",
                  port: int = 10000, keepalive_interval: float = 30.0, node_limit: int = 500,
                  write_timeout: float = 30.0, max_frame: int = codec.MAX_MESSAGE_SIZE,
-                 ack_listener: AckListener | None = None,
+                 ack_listener: AckListener | None = None, cluster_ca: bytes = b"",
                  queue_factory: Callable[[], NodeQueue] = NodeQueue) -> None:
         self.ssl_context = ssl_context
         self.host = host
@@ -61,6 +61,7 @@ class CloudHub:
         self.write_timeout = write_timeout
         self.max_frame = max_frame
         self.ack_listener = ack_listener
+        self.cluster_ca = cluster_ca  # the API server's CA, for edges asking for k8s/ca.crt
         self._queue_factory = queue_factory
         self.sessions: dict[str, NodeSession] = {}
         # Queues outlive connections, so nothing is lost while a node is away. Bounded:
@@ -256,6 +257,12 @@ class CloudHub:
             return
         if op in _VIADUCT_CONTROL:
             self.deliver(node_id, response(msg, "ack"))
+            return
+        if msg.resource == "k8s/ca.crt":  # answered here, as upstream's CloudHub does
+            reply = (response(msg, self.cluster_ca.decode()) if self.cluster_ca
+                     else error_message(msg, "cloudcore does not know the cluster CA",
+                                        source=CloudModule.CLOUDHUB))
+            self.deliver(node_id, reply)
             return
         try:
             msg.resource = prefix_for_cloud(node_id, msg.resource)

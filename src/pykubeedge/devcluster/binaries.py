@@ -13,13 +13,16 @@ version under ``~/.cache/pykubeedge``. A directory named by ``PYKUBEEDGE_K8S_BIN
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from pykubeedge.core.errors import ControlPlaneError
+from pykubeedge.devcluster.process import die_with_parent
 
 Tier = Literal["minimal", "full"]
 Log = Callable[[str], None]
@@ -233,6 +237,19 @@ def _go_env() -> dict[str, str]:
     return env
 
 
+_running: set[subprocess.Popen[str]] = set()
+_running_lock = threading.Lock()
+
+
+def abort_builds() -> None:
+    """Kill the Go builds under way (Ctrl-C in `keadm local-up` during the first build)."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # go and the compilers and linker it runs
+
+
 def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
     go = shutil.which("go") or "/usr/local/go/bin/go"
     if not Path(go).exists():
@@ -240,21 +257,31 @@ def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
                                 "(or set PYKUBEEDGE_K8S_BIN_DIR to a directory of binaries)")
     cmd = [go, *args]
     try:
+        # Its own process group (so it can be killed whole), and it dies with us.
         proc = subprocess.Popen(cmd, cwd=cwd, env=_go_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=die_with_parent)
     except OSError as exc:
         raise ControlPlaneError(f"cannot run {go}: {exc}") from exc
+    with _running_lock:
+        _running.add(proc)
+    watchdog = threading.Timer(BUILD_TIMEOUT_S, abort_builds)  # a hung proxy must still end
+    watchdog.daemon = True
+    watchdog.start()
     lines: list[str] = []
     assert proc.stdout is not None
-    deadline = time.monotonic() + BUILD_TIMEOUT_S
-    for line in proc.stdout:
-        lines.append(line)
-        if not capture:
-            log(line.rstrip())
-        if time.monotonic() > deadline:
-            proc.kill()
-            break
-    rc = proc.wait()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if not capture:
+                log(line.rstrip())
+        rc = proc.wait()
+    finally:
+        watchdog.cancel()
+        with _running_lock:
+            _running.discard(proc)
+    if rc < 0:
+        raise ControlPlaneError(f"`go {' '.join(args)}` was stopped (signal {-rc})")
     if rc != 0:
         tail = "".join(lines[-15:])
         raise ControlPlaneError(f"`go {' '.join(args)}` failed (exit {rc}):\n{tail}")

@@ -30,7 +30,7 @@ import yaml
 
 from pykubeedge.core.errors import ControlPlaneError, KubeError
 from pykubeedge.devcluster import manifests
-from pykubeedge.devcluster.binaries import Binaries, Tier, ensure_binaries
+from pykubeedge.devcluster.binaries import Binaries, Tier, abort_builds, ensure_binaries
 from pykubeedge.devcluster.process import ManagedProcess, free_port
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.config import load_kubeconfig
@@ -93,8 +93,12 @@ class DevCluster:
 
     async def start(self) -> None:
         started = time.monotonic()
-        self.binaries = await asyncio.to_thread(
-            ensure_binaries, self.tier, bin_dir=self.bin_dir, log=self.progress)
+        try:
+            self.binaries = await asyncio.to_thread(
+                ensure_binaries, self.tier, bin_dir=self.bin_dir, log=self.progress)
+        except asyncio.CancelledError:
+            abort_builds()  # else the thread (and `go`) would run on after Ctrl-C
+            raise
         self._write_pki()
         self._write_kubeconfig()
         self.progress("starting etcd")

@@ -34,7 +34,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Runs in the child between fork and exec: SIGTERM it when its parent goes away.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -68,7 +68,7 @@ class ManagedProcess:
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+                env=self.env, start_new_session=True, preexec_fn=die_with_parent)
         except OSError as exc:
             raise ControlPlaneError(f"cannot start {self.name}: {exc}") from exc
         finally:

@@ -82,6 +82,7 @@ def ensure_binaries(
     if user_dir:
         return _from_user_dir(Path(user_dir), tier)
 
+    _aborted.clear()
     root = cache_root()
     etcd = _ensure_etcd(root, log)
     errors: list[str] = []
@@ -91,6 +92,8 @@ def ensure_binaries(
         if missing:
             try:
                 _build_kube(version, missing, root, log)
+            except BuildAborted:
+                raise
             except ControlPlaneError as exc:
                 errors.append(f"{version}: {exc}")
                 log(f"building Kubernetes {version} failed; trying the next version")
@@ -163,6 +166,8 @@ def _ensure_etcd(root: Path, log: Log) -> Path:
                 _go_build(work, target.parent, ["go.etcd.io/etcd/server/v3"], "", log,
                           rename={"server": ETCD})
                 return target
+            except BuildAborted:
+                raise
             except ControlPlaneError as exc:
                 errors.append(f"etcd {version}: {exc}")
                 log(f"building etcd {version} failed; trying the next version")
@@ -239,10 +244,16 @@ def _go_env() -> dict[str, str]:
 
 _running: set[subprocess.Popen[str]] = set()
 _running_lock = threading.Lock()
+_aborted = threading.Event()
+
+
+class BuildAborted(ControlPlaneError):
+    """The build was stopped on purpose (Ctrl-C, or the watchdog): no fallback version."""
 
 
 def abort_builds() -> None:
     """Kill the Go builds under way (Ctrl-C in `keadm local-up` during the first build)."""
+    _aborted.set()
     with _running_lock:
         procs = list(_running)
     for proc in procs:
@@ -280,8 +291,8 @@ def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
         watchdog.cancel()
         with _running_lock:
             _running.discard(proc)
-    if rc < 0:
-        raise ControlPlaneError(f"`go {' '.join(args)}` was stopped (signal {-rc})")
+    if rc < 0 or _aborted.is_set():
+        raise BuildAborted(f"`go {' '.join(args)}` was stopped (signal {-rc})")
     if rc != 0:
         tail = "".join(lines[-15:])
         raise ControlPlaneError(f"`go {' '.join(args)}` failed (exit {rc}):\n{tail}")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pykubeedge.core.errors import ControlPlaneError
 from pykubeedge.devcluster import binaries
 
 
@@ -35,5 +34,5 @@ def test_abort_kills_the_build_and_says_so(tmp_path: Path,
     binaries.abort_builds()
     t.join(10)
     assert not t.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], ControlPlaneError)
+    assert len(errors) == 1 and isinstance(errors[0], binaries.BuildAborted)
     assert "was stopped" in str(errors[0])

@@ -19,6 +19,7 @@ disconnect: ``requeue_inflight`` puts what was in flight back in front of the qu
 from __future__ import annotations
 
 import enum
+import heapq
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -118,9 +119,9 @@ class _InFlight:
 class NodeQueue:
     """The outbound queue of one edge node."""
 
-    __slots__ = ("_delayed", "_failures", "_inflight", "_inflight_by_key", "_noack", "_pending",
-                 "dropped", "max_pending", "max_resends", "noack_limit", "resend_interval",
-                 "window")
+    __slots__ = ("_delay_heap", "_delayed", "_failures", "_held", "_held_seq", "_inflight",
+                 "_inflight_by_key", "_noack", "_pending", "dropped", "max_pending",
+                 "max_resends", "noack_limit", "resend_interval", "window")
 
     def __init__(self, *, window: int = DEFAULT_WINDOW, resend_interval: float = RESEND_INTERVAL_S,
                  max_resends: int = MAX_RESENDS, noack_limit: int = DEFAULT_NOACK_LIMIT,
@@ -137,12 +138,18 @@ class NodeQueue:
         # deadline is live (see ``ack``): the ones behind it are not due before it is.
         self._inflight: OrderedDict[str, _InFlight] = OrderedDict()
         self._inflight_by_key: dict[str, str] = {}
-        self._delayed: dict[str, float] = {}  # key -> not before (requeue backoff)
+        # Requeued after max_resends: held back (out of _pending, so next() never scans them)
+        # until their backoff ends; a heap finds the next one due.
+        self._held: dict[str, Message] = {}
+        self._delayed: dict[str, float] = {}  # key -> not before
+        self._delay_heap: list[tuple[float, int, str]] = []  # (not before, order, key)
+        self._held_seq = 0
         self._failures: dict[str, int] = {}
         self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._noack or ()) + len(self._inflight)
+        return (len(self._pending) + len(self._held) + len(self._noack or ())
+                + len(self._inflight))
 
     @property
     def inflight(self) -> int:
@@ -164,9 +171,12 @@ class NodeQueue:
             self.dropped += 1
             return Pushed.DROPPED_NO_VERSION
         if not is_delete:
-            for known in (self._pending.get(key), self._inflight_msg(key)):
+            for known in (self._pending.get(key), self._held.get(key), self._inflight_msg(key)):
                 if known is not None and not _supersedes(msg, known):
                     return Pushed.DROPPED_STALE
+        if key in self._held:  # newer, but the edge's backoff for this object still holds
+            self._held[key] = msg
+            return Pushed.QUEUED
         if key not in self._pending and len(self._pending) >= self.max_pending:
             self.dropped += 1
             return Pushed.DROPPED_FULL
@@ -183,18 +193,28 @@ class NodeQueue:
             return self._noack.popleft()
         if len(self._inflight) >= self.window:
             return None
+        self._release_due(now)
         for key, msg in self._pending.items():
             if key in self._inflight_by_key:
                 continue  # one version of an object on the wire at a time
-            not_before = self._delayed.get(key)
-            if not_before is not None:
-                if not_before > now:
-                    continue
-                del self._delayed[key]
             del self._pending[key]
             self._track(msg, key, 1, now)
             return msg
         return None
+
+    def _release_due(self, now: float) -> None:
+        heap = self._delay_heap
+        released: list[tuple[str, Message]] = []
+        while heap and heap[0][0] <= now:
+            when, _, key = heapq.heappop(heap)
+            if self._delayed.get(key) != when:
+                continue  # stale heap entry
+            del self._delayed[key]
+            released.append((key, self._held.pop(key)))
+        for key, msg in reversed(released):  # to the front, in the order they were held
+            if key not in self._pending:
+                self._pending[key] = msg
+                self._pending.move_to_end(key, last=False)
 
     def _track(self, msg: Message, key: str, sends: int, now: float) -> None:
         self._inflight[msg.msg_id] = _InFlight(msg, key, sends, now + self.resend_interval)
@@ -244,14 +264,18 @@ class NodeQueue:
         delay = min(REQUEUE_CAP_S, REQUEUE_BASE_S * 2 ** min(failures - 1, 30))
         log.info("no ACK for %s after %d sends; requeued in %.0fs", entry.msg.resource,
                  entry.sends, delay)
-        if key not in self._pending:  # a newer version waiting already wins
-            self._pending[key] = entry.msg
-            self._pending.move_to_end(key, last=False)
+        # A newer version waiting already wins; either way it waits out the backoff.
+        self._held[key] = self._pending.pop(key, entry.msg)
         self._delayed[key] = now + delay
+        self._held_seq += 1
+        heapq.heappush(self._delay_heap, (now + delay, self._held_seq, key))
 
     def next_deadline(self) -> float | None:
         """When ``due`` or a delayed requeue next has work (for the IO loop's sleep)."""
-        times = list(self._delayed.values())
+        heap = self._delay_heap
+        while heap and self._delayed.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # stale
+        times = [heap[0][0]] if heap else []
         if self._inflight:
             times.append(next(iter(self._inflight.values())).deadline)
         return min(times) if times else None
@@ -266,7 +290,14 @@ class NodeQueue:
             if entry.key not in self._pending:
                 self._pending[entry.key] = entry.msg
                 self._pending.move_to_end(entry.key, last=False)
+        # A new connection: what was held back for a slow edge may go again at once.
+        for key, msg in self._held.items():
+            if key not in self._pending:
+                self._pending[key] = msg
+                self._pending.move_to_end(key, last=False)
+        self._held.clear()
         self._delayed.clear()
+        self._delay_heap.clear()
         return len(entries)
 
 

@@ -216,3 +216,24 @@ def test_message_lost_behind_progress_is_still_resent() -> None:
     q.ack(c.msg_id, 2)
     assert q.due(RESEND_INTERVAL_S - 0.01) == []
     assert q.due(RESEND_INTERVAL_S) == [a]
+
+
+def test_held_back_objects_wait_out_their_backoff_without_blocking_others() -> None:
+    q = NodeQueue(resend_interval=1, max_resends=0)
+    slow = [pod(f"s{i}", "1") for i in range(50)]
+    for m in slow:
+        q.push(m, 0)
+    for _ in slow:
+        q.next(0)
+    assert len(q.due(1.0)) == 0  # no resends allowed: all 50 are held back for 1 s
+    assert q.inflight == 0 and len(q) == 50
+    fresh = pod("fresh", "1")
+    q.push(fresh, 1.0)
+    assert q.next(1.0) is fresh  # not stuck behind the held ones
+    newer = pod("s0", "2")
+    assert q.push(newer, 1.5) is Pushed.QUEUED  # replaces the held version...
+    assert q.next(1.5) is None  # ...and waits out the backoff too
+    assert q.next_deadline() == 2.0
+    released = [q.next(2.0) for _ in range(51)]
+    assert released[0] is newer and None in released  # window of 256: 50 go, then none
+    assert sum(m is not None for m in released) == 50

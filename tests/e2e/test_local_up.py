@@ -221,3 +221,21 @@ async def test_node_goes_not_ready_when_cut_off_and_ready_again(local: LocalUp) 
 
 async def _is_not(coro: object, value: str) -> bool:
     return await coro != value  # type: ignore[misc]
+
+
+async def test_an_edge_with_a_wiped_database_gets_everything_back(local: LocalUp) -> None:
+    """Upstream only resends what changed since the last ACK: a reinstalled edge would never
+    see its unchanged pods again. Here a (re)registering node is sent everything it needs."""
+    assert local.kube is not None
+    await k(local, "create", "configmap", "wipe-cfg", "--from-literal=v=1")
+    await k(local, "apply", "-f", "-", stdin=pod_manifest("wipe-web", local.node, "wipe-cfg"))
+    await eventually(lambda: "default/pod/wipe-web" in edge_rows(local.edge_db, "pod"),
+                     what="pod on the edge")
+    await local.stop_edgecore()
+    for suffix in ("", "-wal", "-shm"):
+        local.edge_db.with_name(local.edge_db.name + suffix).unlink(missing_ok=True)
+    await local.start_edgecore()
+    await eventually(lambda: "default/pod/wipe-web" in edge_rows(local.edge_db, "pod")
+                     and "default/configmap/wipe-cfg" in edge_rows(local.edge_db, "configmap"),
+                     timeout=60, what="pod and configmap back in the new database")
+    await eventually(lambda: _is(phase(local, "wipe-web"), "Running"), what="still Running")

@@ -73,6 +73,7 @@ class EdgeController:
         self.skipped = 0
         self._reconciling: dict[str, asyncio.Task[None]] = {}
         self._reconcile_again: set[str] = set()
+        self._reconcile_full: set[str] = set()
 
     async def start(self, ctx: BeehiveContext) -> None:
         self._ctx = ctx
@@ -97,13 +98,14 @@ class EdgeController:
 
     # -- downstream ----------------------------------------------------------------------------
 
-    async def _send(self, node: str, rtype: str, obj: dict[str, Any], operation: str) -> None:
+    async def _send(self, node: str, rtype: str, obj: dict[str, Any], operation: str, *,
+                    force: bool = False) -> None:
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace") or "null"
         msg = new_message(source=CloudModule.EDGECONTROLLER, group=MessageGroup.RESOURCE,
                           operation=operation, resource=f"node/{node}/{ns}/{rtype}/{meta['name']}",
                           resourceversion=str(meta.get("resourceVersion", "")), content=obj)
-        if not self.sync.should_send(node, msg):
+        if not force and not self.sync.should_send(node, msg):
             self.skipped += 1
             return
         if needs_ack(msg):
@@ -166,9 +168,12 @@ class EdgeController:
             if self.location.is_edge_node(node):
                 await self._send(node, kind, obj, op)
 
-    async def reconcile(self, node: str) -> tuple[int, int]:
+    async def reconcile(self, node: str, *, full: bool = False) -> tuple[int, int]:
         """Bring ``node`` to the API server's state: send what is newer than its records,
-        delete what it has that is gone (or was replaced by a new UID). Returns (sent, deleted)."""
+        delete what it has that is gone (or was replaced by a new UID). Returns (sent, deleted).
+
+        ``full`` sends everything the node should have, whatever its records say: after the
+        node registers (an edgecore start), its database may be new or wiped."""
         desired: dict[str, tuple[str, dict[str, Any], Resource]] = {}
         node_obj = self.nodes.get(node)
         if node_obj is not None:
@@ -195,7 +200,7 @@ class EdgeController:
             deleted += 1
         sent_before = self.sent
         for rtype, obj, res in desired.values():
-            await self._send(node, rtype, _with_kind(obj, res), Operation.UPDATE)
+            await self._send(node, rtype, _with_kind(obj, res), Operation.UPDATE, force=full)
         sent = self.sent - sent_before
         if sent or deleted:
             log.info("reconciled node %s: %d sent, %d deleted", node, sent, deleted)
@@ -226,8 +231,10 @@ class EdgeController:
         if msg.operation == Operation.CONNECTED and self.synced.is_set():
             self._reconcile_soon(node)
 
-    def _reconcile_soon(self, node: str) -> None:
+    def _reconcile_soon(self, node: str, *, full: bool = False) -> None:
         """Reconcile ``node`` in the background, once at a time per node (bounded by nodes)."""
+        if full:
+            self._reconcile_full.add(node)
         running = self._reconciling.get(node)
         if running is not None and not running.done():
             self._reconcile_again.add(node)
@@ -236,8 +243,10 @@ class EdgeController:
         async def run() -> None:
             while True:
                 self._reconcile_again.discard(node)
+                full_now = node in self._reconcile_full
+                self._reconcile_full.discard(node)
                 try:
-                    await self.reconcile(node)
+                    await self.reconcile(node, full=full_now)
                 except Exception:
                     log.exception("reconciling node %s failed", node)
                 if node not in self._reconcile_again:
@@ -257,4 +266,9 @@ class EdgeController:
                 reply = error_to(msg, f"cloudcore failed to handle the request: {exc}")
             with contextlib.suppress(Exception):
                 await self._ctx.send(CloudModule.CLOUDHUB, reply)
+            if (msg.operation == Operation.INSERT and reply.operation == Operation.RESPONSE
+                    and msg.resource.endswith(f"/null/node/{reply.resource.split('/')[1]}")
+                    and self.synced.is_set()):
+                # The node registered: edgecore started, maybe on a new or wiped database.
+                self._reconcile_soon(msg.resource.split("/")[1], full=True)
 

@@ -1,6 +1,6 @@
 """Child processes that die with us: started in their own session (Ctrl-C reaches us, and we
-stop them in order), with PR_SET_PDEATHSIG so a killed parent leaves no orphans, output to a
-log file.
+stop them in order), with PR_SET_PDEATHSIG (SIGKILL) so a killed parent leaves no orphans,
+output to a log file.
 
     proc = ManagedProcess("etcd", ["etcd", "--data-dir", d], workdir / "etcd.log")
     await proc.start()
@@ -35,9 +35,11 @@ def free_port() -> int:
 
 
 def die_with_parent() -> None:
-    # Runs in the child between fork and exec: SIGTERM it when its parent goes away.
+    # Runs in the child between fork and exec: kill it when its parent goes away. SIGKILL, not
+    # SIGTERM: a kube-apiserver whose etcd is going away at the same time can take minutes
+    # over a graceful shutdown, and nobody is left to wait for it.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass

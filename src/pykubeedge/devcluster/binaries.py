@@ -267,6 +267,8 @@ def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
         raise ControlPlaneError("the Go toolchain is needed to build the control plane "
                                 "(or set PYKUBEEDGE_K8S_BIN_DIR to a directory of binaries)")
     cmd = [go, *args]
+    if _aborted.is_set():  # stopped between two steps of a build
+        raise BuildAborted(f"`go {' '.join(args)}` not started: the build was stopped")
     try:
         # Its own process group (so it can be killed whole), and it dies with us.
         proc = subprocess.Popen(cmd, cwd=cwd, env=_go_env(), stdout=subprocess.PIPE,
@@ -276,6 +278,8 @@ def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
         raise ControlPlaneError(f"cannot run {go}: {exc}") from exc
     with _running_lock:
         _running.add(proc)
+    if _aborted.is_set():  # stopped while it was starting
+        abort_builds()
     watchdog = threading.Timer(BUILD_TIMEOUT_S, abort_builds)  # a hung proxy must still end
     watchdog.daemon = True
     watchdog.start()
@@ -289,6 +293,10 @@ def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
         rc = proc.wait()
     finally:
         watchdog.cancel()
+        if proc.poll() is None:  # leaving on an error: the build must not run on
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         with _running_lock:
             _running.discard(proc)
     if rc < 0 or _aborted.is_set():

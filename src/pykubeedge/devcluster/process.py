@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ctypes.util
 import logging
 import signal
 import socket
@@ -34,12 +35,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Looked up now: between fork and exec (in a process with threads) loading a library could
+# deadlock on the loader's lock.
+_prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+
+
 def die_with_parent() -> None:
     # Runs in the child between fork and exec: kill it when its parent goes away. SIGKILL, not
     # SIGTERM: a kube-apiserver whose etcd is going away at the same time can take minutes
     # over a graceful shutdown, and nobody is left to wait for it.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass

@@ -149,15 +149,20 @@ class LocalUp:
             await self.deploy_demo()
 
     async def stop(self) -> None:
-        for proc in (self.edgecore, self.cloudcore):
-            if proc is not None:
-                await proc.stop()
+        """Stop everything, each step even if one before it failed."""
+        steps = [proc.stop for proc in (self.edgecore, self.cloudcore) if proc is not None]
         if self.containerd is not None:
-            await self.containerd.stop()  # removes the pods' sandboxes through CRI first
-            shutil.rmtree(self.containerd.base, ignore_errors=True)
+            steps.append(self.containerd.stop)  # removes the pods' sandboxes through CRI first
         if self.kube is not None:
-            await self.kube.close()
-        await self.cluster.stop()
+            steps.append(self.kube.close)
+        steps.append(self.cluster.stop)
+        for step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("stopping: %s failed; going on", getattr(step, "__qualname__", step))
+        if self.containerd is not None:
+            shutil.rmtree(self.containerd.base, ignore_errors=True)
         if self._own_workdir and self.workdir and os.environ.get("PYKUBEEDGE_KEEP") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
 

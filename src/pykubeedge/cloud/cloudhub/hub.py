@@ -19,7 +19,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -69,7 +69,7 @@ class CloudHub:
         self.queues: OrderedDict[str, NodeQueue] = OrderedDict()
         self._ctx: BeehiveContext | None = None
         self._runner: web.AppRunner | None = None
-        self._handshakes: dict[str, asyncio.Lock] = {}
+        self._handshakes: dict[str, list[Any]] = {}  # node -> [lock, users]
         self._background: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.bad_frames = 0
@@ -143,10 +143,12 @@ class CloudHub:
         # Polled (bounded by ``grace``): the queue has no "drained" signal, and this is rare.
         while queue is not None and len(queue) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        session = self.sessions.get(node_id)
-        if session is not None:
-            await self._end(session, "the node was deleted")
-        self.queues.pop(node_id, None)
+        async with self._node_lock(node_id):
+            session = self.sessions.get(node_id)
+            if session is not None:
+                await self._end(session, "the node was deleted")
+            if self.sessions.get(node_id) in (None, session):  # not if the edge is back
+                self.queues.pop(node_id, None)
         log.info("node %s deleted: session ended, queue dropped", node_id)
 
     def deliver(self, node_id: str, msg: Message) -> Pushed:
@@ -177,8 +179,7 @@ class CloudHub:
                 return web.Response(status=403, text=f"certificate CN {cn!r} is not "
                                                      f"{NODE_CN_PREFIX}{node_id}\n")
         # One handshake per node at a time: two sessions must never share a node's queue.
-        lock = self._handshakes.setdefault(node_id, asyncio.Lock())
-        async with lock:
+        async with self._node_lock(node_id):
             old = self.sessions.get(node_id)
             if old is None and len(self.sessions) >= self.node_limit:
                 log.error("refused node %s: nodeLimit %d reached", node_id, self.node_limit)
@@ -195,8 +196,6 @@ class CloudHub:
                                   write_timeout=self.write_timeout, max_frame=self.max_frame)
             self.queues.move_to_end(node_id)
             self.sessions[node_id] = session
-        if not lock.locked():
-            self._handshakes.pop(node_id, None)
         log.info("node %s connected from %s", node_id, peer)
         await self._publish_connection(node_id, Operation.CONNECTED)
         try:
@@ -206,6 +205,21 @@ class CloudHub:
                 del self.sessions[node_id]
                 await self._publish_connection(node_id, Operation.DISCONNECTED)
         return ws
+
+    @contextlib.asynccontextmanager
+    async def _node_lock(self, node_id: str) -> AsyncIterator[None]:
+        """Serialize what changes a node's session; the lock is dropped with its last user."""
+        entry = self._handshakes.get(node_id)
+        if entry is None:
+            entry = self._handshakes[node_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._handshakes[node_id]
 
     async def _end(self, session: NodeSession, reason: str) -> None:
         """Close ``session`` and wait until it has handed its in-flight messages back."""

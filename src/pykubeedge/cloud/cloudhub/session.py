@@ -178,7 +178,7 @@ class NodeSession:
                 if not q.inflight:
                     idle = True
                     return
-                deadline = self.keepalive.deadline
+                deadline = self._keepalive_deadline(now)
                 nxt = q.next_deadline()
                 if nxt is not None:
                     deadline = min(deadline, nxt)
@@ -198,8 +198,15 @@ class NodeSession:
             if idle and not self._finished:
                 self._arm_timer()
 
+    def _keepalive_deadline(self, now: float) -> float:
+        # While the reader is held by backpressure the keepalive is not enforced: waking for
+        # a deadline already past would only spin the writer.
+        if self._upstream_busy:
+            return now + self.keepalive.interval
+        return self.keepalive.deadline
+
     def _arm_timer(self) -> None:
-        deadline = self.keepalive.deadline
+        deadline = self._keepalive_deadline(self._loop.time())
         nxt = self.queue.next_deadline()
         if nxt is not None:
             deadline = min(deadline, nxt)

@@ -168,6 +168,13 @@ class EdgeController:
             if self.location.is_edge_node(node):
                 await self._send(node, kind, obj, op)
 
+    def _current(self, rtype: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        informer = {"pod": self.pods, "configmap": self.configmaps, "secret": self.secrets,
+                    "node": self.nodes}[rtype]
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+        return informer.get(key)
+
     async def reconcile(self, node: str, *, full: bool = False) -> tuple[int, int]:
         """Bring ``node`` to the API server's state: send what is newer than its records,
         delete what it has that is gone (or was replaced by a new UID). Returns (sent, deleted).
@@ -199,8 +206,14 @@ class EdgeController:
             await self._send(node, rec.resource_type, gone, Operation.DELETE)
             deleted += 1
         sent_before = self.sent
-        for rtype, obj, res in desired.values():
-            await self._send(node, rtype, _with_kind(obj, res), Operation.UPDATE, force=full)
+        for uid, (rtype, obj, res) in desired.items():
+            # Re-read: the snapshot is old after the awaits above, and a delete sent (and
+            # ACKed) since must not be followed by a stale update bringing the object back.
+            current = self._current(rtype, obj)
+            if current is None or current["metadata"].get("uid") != uid:
+                continue
+            await self._send(node, rtype, _with_kind(current, res), Operation.UPDATE,
+                             force=full)
         sent = self.sent - sent_before
         if sent or deleted:
             log.info("reconciled node %s: %d sent, %d deleted", node, sent, deleted)

@@ -320,12 +320,15 @@ class PrivateContainerd:
         async with self.runtime() as runtime:
             pods = await runtime.list_pods()
             for pod in pods:
-                for container in pod.containers:
-                    if container.state is ContainerState.RUNNING:
-                        await runtime.stop_container(container.id, grace)
-                if pod.state is SandboxState.READY:
-                    await runtime.stop_pod_sandbox(pod.id)
-                await runtime.remove_pod_sandbox(pod.id)
+                try:  # one pod that fails must not keep the others (and their shims) alive
+                    for container in pod.containers:
+                        if container.state is ContainerState.RUNNING:
+                            await runtime.stop_container(container.id, grace)
+                    if pod.state is SandboxState.READY:
+                        await runtime.stop_pod_sandbox(pod.id)
+                    await runtime.remove_pod_sandbox(pod.id)
+                except ContainerRuntimeError as exc:
+                    log.warning("could not remove pod sandbox %s: %s", pod.id[:12], exc)
         return len(pods)
 
     async def stop(self, *, remove_pods: bool = True,
@@ -402,10 +405,14 @@ class PrivateContainerd:
         """Delete our CNI bridge and put ``ip_forward`` back as it was before ``start``."""
         done = []
         if Path("/sys/class/net", self.bridge).exists():
-            result = subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True,
-                                    timeout=10, check=False)
-            if result.returncode == 0:
-                done.append(f"deleted bridge {self.bridge}")
+            try:
+                result = subprocess.run(["ip", "link", "delete", self.bridge],
+                                        capture_output=True, timeout=10, check=False)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("could not delete bridge %s: %s", self.bridge, exc)
+            else:
+                if result.returncode == 0:
+                    done.append(f"deleted bridge {self.bridge}")
         if self._ip_forward_before == "0" and _read_text(_IP_FORWARD) == "1":
             with contextlib.suppress(OSError):
                 Path(_IP_FORWARD).write_text("0")

@@ -246,12 +246,14 @@ async def import_images(
         raise ContainerRuntimeError(f"cannot run {ctr}: {exc}") from exc
     try:
         output = await asyncio.wait_for(_tail(proc), timeout)
-    except TimeoutError:
+    except BaseException as exc:  # a timeout, or Ctrl-C: ctr must not run on
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await proc.wait()
-        raise ContainerRuntimeError(
-            f"importing {archive} into {address} took more than {timeout:g}s") from None
+        await asyncio.shield(proc.wait())
+        if isinstance(exc, TimeoutError):
+            raise ContainerRuntimeError(
+                f"importing {archive} into {address} took more than {timeout:g}s") from None
+        raise
     if proc.returncode != 0:
         text = output.decode(errors="replace").strip().replace("\n", "; ")
         raise ContainerRuntimeError(f"ctr images import {archive} failed: {text[-500:]}")

@@ -509,9 +509,18 @@ class CRIRuntime:
                     source.mkdir(parents=True)
                     source.chmod(0o777)  # as kubelet's emptyDir, whatever the umask
             if mount.sub_path:
+                volume_root = source.resolve()
                 source = source / _safe_relative(mount.sub_path, "subPath")
+                # A container may have planted a symlink in its volume (ln -s / x): a subPath
+                # through it must not reach the host (kubelet's CVE-2017-1002101).
+                if not source.resolve().is_relative_to(volume_root):
+                    raise ContainerRuntimeError(
+                        f"subPath {mount.sub_path!r} of volume {name!r} leaves the volume")
                 if not source.exists():
                     source.mkdir(parents=True, mode=0o777)
+                    if not source.resolve().is_relative_to(volume_root):
+                        raise ContainerRuntimeError(
+                            f"subPath {mount.sub_path!r} of volume {name!r} leaves the volume")
             result.append(api.Mount(container_path=mount.path, host_path=str(source),
                                     readonly=read_only))
         return result

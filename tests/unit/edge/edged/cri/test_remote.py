@@ -357,3 +357,17 @@ async def test_unreachable_socket_is_one_line_naming_the_endpoint(tmp_path: Path
             text = str(info.value)
             assert text.startswith(f"container runtime at {endpoint} is unreachable: ")
             assert "\n" not in text
+
+
+async def test_sub_path_through_a_planted_symlink_is_refused(
+        cri: tuple[FakeCRI, CRIRuntime]) -> None:
+    """A container may put `ln -s / x` in its emptyDir: `subPath: x/etc` must not mount the
+    host's /etc (kubelet's CVE-2017-1002101)."""
+    _fake, runtime = cri
+    config = sandbox_config()
+    await runtime.run_pod_sandbox(config)
+    runtime.host_mounts(config.uid, [Mount("scratch", "/data")])  # makes the emptyDir
+    empty_dir = next(runtime.pods_dir.glob(f"{config.uid}/volumes/*/scratch"))
+    (empty_dir / "x").symlink_to("/")
+    with pytest.raises(ContainerRuntimeError, match="leaves the volume"):
+        runtime.host_mounts(config.uid, [Mount("scratch", "/y", sub_path="x/etc")])

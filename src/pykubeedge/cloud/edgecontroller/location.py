@@ -10,9 +10,10 @@ imagePullSecrets). Upstream calls it the LocationCache.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from pykubeedge.core.podrefs import iter_references
 
 Ref = tuple[str, str, str]  # (kind: configmap|secret|serviceaccount, namespace, name)
 
@@ -26,37 +27,8 @@ class _PodPlace:
 
 def pod_references(pod: dict[str, Any]) -> frozenset[Ref]:
     """Every ConfigMap, Secret and ServiceAccount a pod needs on its node."""
-    ns = pod.get("metadata", {}).get("namespace", "default")
-    spec = pod.get("spec") or {}
-    refs: set[Ref] = set()
-
-    def add(kind: str, name: object) -> None:
-        if isinstance(name, str) and name:
-            refs.add((kind, ns, name))
-
-    for vol in spec.get("volumes") or []:
-        add("configmap", (vol.get("configMap") or {}).get("name"))
-        add("secret", (vol.get("secret") or {}).get("secretName"))
-        for src in (vol.get("projected") or {}).get("sources") or []:
-            add("configmap", (src.get("configMap") or {}).get("name"))
-            add("secret", (src.get("secret") or {}).get("name"))
-    for container in _containers(spec):
-        for env in container.get("env") or []:
-            source = env.get("valueFrom") or {}
-            add("configmap", (source.get("configMapKeyRef") or {}).get("name"))
-            add("secret", (source.get("secretKeyRef") or {}).get("name"))
-        for env_from in container.get("envFrom") or []:
-            add("configmap", (env_from.get("configMapRef") or {}).get("name"))
-            add("secret", (env_from.get("secretRef") or {}).get("name"))
-    for secret in spec.get("imagePullSecrets") or []:
-        add("secret", secret.get("name"))
-    add("serviceaccount", spec.get("serviceAccountName"))
-    return frozenset(refs)
-
-
-def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for key in ("initContainers", "containers", "ephemeralContainers"):
-        yield from spec.get(key) or []
+    ns = (pod.get("metadata") or {}).get("namespace", "default")
+    return frozenset((r.kind, ns, r.name) for r in iter_references(pod))
 
 
 class LocationCache:

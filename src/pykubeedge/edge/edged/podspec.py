@@ -14,12 +14,13 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pykubeedge.core.constants import ResourceType
 from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.core.podrefs import iter_references
 from pykubeedge.edge.edged.runtime import Mount
 
 log = logging.getLogger(__name__)
@@ -95,49 +96,12 @@ def referenced_objects(pod: Mapping[str, Any]) -> list[ObjectRef]:
     """
     namespace = str(_dict(pod.get("metadata")).get("namespace") or "default")
     found: dict[ObjectKey, bool] = {}
-    for kind, name, optional in _references(pod):
-        if not isinstance(name, str) or not name:
-            continue
-        found[(kind, name)] = found.get((kind, name), True) and bool(optional)
+    for ref in iter_references(pod):
+        if ref.use not in ("volume", "env"):
+            continue  # pull secrets are not needed for local images; the account is not data
+        key = (ref.kind, ref.name)
+        found[key] = found.get(key, True) and ref.optional
     return [ObjectRef(kind, namespace, name, optional) for (kind, name), optional in found.items()]
-
-
-def _references(pod: Mapping[str, Any]) -> Iterator[tuple[str, Any, Any]]:
-    spec = _dict(pod.get("spec"))
-    for volume in _list(spec.get("volumes")):
-        volume = _dict(volume)
-        if "configMap" in volume:
-            source = _dict(volume["configMap"])
-            yield CONFIGMAP, source.get("name"), source.get("optional")
-        if "secret" in volume:
-            source = _dict(volume["secret"])
-            yield SECRET, source.get("secretName"), source.get("optional")
-        for projection in _list(_dict(volume.get("projected")).get("sources")):
-            projection = _dict(projection)
-            if "configMap" in projection:
-                source = _dict(projection["configMap"])
-                yield CONFIGMAP, source.get("name"), source.get("optional")
-            if "secret" in projection:
-                source = _dict(projection["secret"])
-                yield SECRET, source.get("name"), source.get("optional")
-    for container in _list(spec.get("containers")):
-        container = _dict(container)
-        for var in _list(container.get("env")):
-            value_from = _dict(_dict(var).get("valueFrom"))
-            if "configMapKeyRef" in value_from:
-                ref = _dict(value_from["configMapKeyRef"])
-                yield CONFIGMAP, ref.get("name"), ref.get("optional")
-            if "secretKeyRef" in value_from:
-                ref = _dict(value_from["secretKeyRef"])
-                yield SECRET, ref.get("name"), ref.get("optional")
-        for source in _list(container.get("envFrom")):
-            source = _dict(source)
-            if "configMapRef" in source:
-                ref = _dict(source["configMapRef"])
-                yield CONFIGMAP, ref.get("name"), ref.get("optional")
-            if "secretRef" in source:
-                ref = _dict(source["secretRef"])
-                yield SECRET, ref.get("name"), ref.get("optional")
 
 
 # -- values -------------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ class DeviceTwin:
             tg.create_task(self._sync_loop(), name="devicetwin-cloudsync")
             while True:
                 msg = await beehive.receive(self.name)
+                await ctx.reload_failed()
                 try:
                     await self.dispatch(msg)
                 except DecodeError as exc:
@@ -91,7 +92,6 @@ class DeviceTwin:
                 except Exception:
                     log.exception("DeviceTwin failed to handle %s", msg)
                 self.handled += 1
-                await ctx.reload_failed()
 
     async def dispatch(self, msg: Message) -> None:
         ctx = self.ctx

@@ -1,5 +1,5 @@
-"""The ``edgecore`` command: EdgeHub, MetaManager (+ MetaServer) and Edged in one process,
-wired from edgecore.yaml.
+"""The ``edgecore`` command: EdgeHub, MetaManager (+ MetaServer), Edged, DeviceTwin and
+EventBus in one process, wired from edgecore.yaml.
 
     edgecore --config /etc/kubeedge/config/edgecore.yaml
     edgecore --defaultconfig
@@ -23,16 +23,21 @@ import typer
 import yaml
 
 from pykubeedge import __version__
-from pykubeedge.beehive import Hive
+from pykubeedge.beehive import Hive, Module
 from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.core.config import DEFAULT_EDGECORE_CONFIG, EdgeCoreConfig, load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
+from pykubeedge.edge.devicetwin.dao import DeviceDAO
+from pykubeedge.edge.devicetwin.devicetwin import DeviceTwin
 from pykubeedge.edge.edged.cri import DEFAULT_ENDPOINT, CRIRuntime
 from pykubeedge.edge.edged.edged import Edged
 from pykubeedge.edge.edged.runtime import FakeRuntime, Runtime
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.edge.eventbus.dao import SubTopicsDAO
+from pykubeedge.edge.eventbus.eventbus import EventBus, EventBusSettings
+from pykubeedge.edge.interimdb import InterimDatabase
 from pykubeedge.edge.metamanager.manager import MetaManager
 from pykubeedge.edge.metamanager.metaserver import MetaServer
 from pykubeedge.edge.metamanager.store import MetaStore
@@ -90,13 +95,24 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             host, _, port = meta_cfg.metaServer.server.rpartition(":")
             metaserver = MetaServer(store, host=host or "127.0.0.1", port=int(port))
         hub = EdgeHub(EdgeHubSettings.from_config(cfg), outbox)
-        modules = [
+        modules: list[Module] = [
             hub,
             MetaManager(store, remote_query_timeout=meta_cfg.remoteQueryTimeout,
                         metaserver=metaserver),
             Edged(node_name=node, runtime=runtime,
                   node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels),
         ]
+        twin_cfg, bus_cfg = cfg.modules.deviceTwin, cfg.modules.eventBus
+        if twin_cfg.enable or bus_cfg.enable:
+            # INTERIM (issue 7): the device DAOs get their own connection on edgecore.db
+            # until edge/dbm lands; then they get dbm handles here and nothing else changes.
+            devicedb = await InterimDatabase.open(db)
+            stack.push_async_callback(devicedb.close)
+            if twin_cfg.enable:
+                modules.append(DeviceTwin(node, DeviceDAO(devicedb)))
+            if bus_cfg.enable:
+                modules.append(EventBus(EventBusSettings.from_config(cfg),
+                                        SubTopicsDAO(devicedb)))
         hive = Hive(on_module_stopped=lambda name, err: stop.set())
         for module in modules:
             hive.add_module(module)

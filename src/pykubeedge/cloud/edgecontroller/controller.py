@@ -34,6 +34,8 @@ from pykubeedge.kube.resources import CONFIGMAPS, NODES, PODS, SECRETS, Resource
 log = logging.getLogger(__name__)
 
 EDGE_NODE_LABEL = "node-role.kubernetes.io/edge"
+OWN_KINDS = frozenset({"Pod", "ConfigMap", "Secret", "Node"})
+"""The kinds of sync records EdgeController reconciles (DeviceController has its own)."""
 UPSTREAM_WORKERS = 16
 UPSTREAM_QUEUE = 1024
 
@@ -197,7 +199,7 @@ class EdgeController:
         # Deletes first: an object deleted and created again under the same name must not
         # have its new incarnation removed by the old one's delete.
         deleted = 0
-        for rec in self.sync.records_of(node):
+        for rec in self.sync.records_of(node, OWN_KINDS):
             if rec.uid in desired:
                 continue
             gone = {"apiVersion": "v1", "kind": rec.kind,

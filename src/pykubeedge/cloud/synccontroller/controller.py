@@ -31,7 +31,10 @@ from pykubeedge.kube.resources import CLUSTEROBJECTSYNCS, OBJECTSYNCS
 
 log = logging.getLogger(__name__)
 
-KIND_OF_TYPE = {"pod": "Pod", "configmap": "ConfigMap", "secret": "Secret", "node": "Node"}
+KIND_OF_TYPE = {"pod": "Pod", "configmap": "ConfigMap", "secret": "Secret", "node": "Node",
+                "device": "Device", "devicemodel": "DeviceModel"}
+API_VERSION_OF_KIND = {"Device": "devices.kubeedge.io/v1beta1",
+                       "DeviceModel": "devices.kubeedge.io/v1beta1"}
 
 
 @dataclass
@@ -81,8 +84,10 @@ class SyncController:
         """The nodes that have records."""
         return set(self._by_node)
 
-    def records_of(self, node: str) -> list[Record]:
-        return [self.records[(node, uid)] for uid in self._by_node.get(node, ())]
+    def records_of(self, node: str, kinds: frozenset[str] | None = None) -> list[Record]:
+        """The node's records, of ``kinds`` only if given (each controller reconciles its own)."""
+        records = [self.records[(node, uid)] for uid in self._by_node.get(node, ())]
+        return records if kinds is None else [r for r in records if r.kind in kinds]
 
     def should_send(self, node: str, msg: Message) -> bool:
         """False when ``node`` already ACKed this version (or a newer one) of the object."""
@@ -245,8 +250,9 @@ class SyncController:
     async def _create(self, rec: Record) -> bool:
         """Create the record; False if its namespace is gone (and so is the object)."""
         res = CLUSTEROBJECTSYNCS if rec.namespace is None else OBJECTSYNCS
+        api_version = API_VERSION_OF_KIND.get(rec.kind, "v1")
         body: dict[str, Any] = {"metadata": {"name": rec.resource_name},
-                                "spec": {"objectAPIVersion": "v1", "objectKind": rec.kind,
+                                "spec": {"objectAPIVersion": api_version, "objectKind": rec.kind,
                                          "objectName": rec.name}}
         if rec.namespace is not None:
             body["metadata"]["namespace"] = rec.namespace

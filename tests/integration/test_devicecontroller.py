@@ -84,8 +84,8 @@ async def test_sample_device_reaches_its_node_and_reports_reach_devicestatus(
         await kube.create(DEVICEMODELS, sample("beta1-model.yaml", ns))
         await kube.create(DEVICES, sample("beta1-device.yaml", ns, node))
         await eventually(lambda: to(hub, node, "device"), what="the device sent")
-        membership, model, device = (to(hub, node, "membership")[0], to(hub, node, "devicemodel")[0],
-                                     to(hub, node, "device")[0])
+        membership = to(hub, node, "membership")[0]
+        model, device = to(hub, node, "devicemodel")[0], to(hub, node, "device")[0]
         assert hub.messages.index(membership) < hub.messages.index(model) < \
             hub.messages.index(device)
         assert (membership.source, membership.group, membership.operation) == (
@@ -251,7 +251,7 @@ async def test_membership_detail_reconciles_the_node_fully(kube: KubeClient, ns:
             resource=f"node/{node}/membership/detail",
             content='{"event_type":"group_membership_event","group_id":"x"}'))
         await eventually(lambda: to(hub, node, "device"), what="resent")
-        kinds = [(m.resource.split("/") + [""])[3] or m.resource.split("/")[2]
+        kinds = [m.resource.split("/")[3] if m.resource.count("/") > 2 else "membership"
                  for m in hub.messages if m.resource.startswith(f"node/{node}/")]
         assert kinds == ["membership", "devicemodel", "device"]
 

@@ -48,8 +48,8 @@ class Pending(Generic[R]):
 
 
 def _older(new: TwinVersion | None, seen: TwinVersion | None) -> bool:
-    if new is None or seen is None:
-        return False
+    if new is None or seen is None or new.cloud + new.edge <= 1:
+        return False  # a twin created anew (an edge whose database was wiped) starts again
     return (new.cloud, new.edge) < (seen.cloud, seen.edge)
 
 

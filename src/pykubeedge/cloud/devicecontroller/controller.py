@@ -150,6 +150,7 @@ class DeviceController:
         moved_from = previous if previous is not None else old_node
         if moved_from and moved_from != node:
             assert ev.old is not None
+            self.writer.forget(key)  # edge versions are per node: start again
             await self._remove_from(moved_from, ev.old)
             await self._add_to(node, device)
         elif ev.type == ADDED or not moved_from:

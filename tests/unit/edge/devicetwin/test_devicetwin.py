@@ -306,3 +306,21 @@ async def test_a_failed_write_answers_500_and_changes_nothing(tmp_path: Path) ->
         h.twin.ctx.committer._run_ops = real
         await h.mqtt(f"{T}/twin/get", {"event_id": "g"})  # reloaded from SQLite first
         assert (await h.published())[0][1]["twin"] == {}
+
+
+async def test_cloud_updated_sync_conflict_answers_409(tmp_path: Path) -> None:
+    async with running(tmp_path / "db") as h:
+        await member(h)
+        await h.mqtt(f"{T}/twin/update", {"twin": {"t": {"actual": {"value": "1"}}}})
+        await h.mqtt(f"{T}/twin/update", {"twin": {"t": {"actual": {"value": "2"}}}})
+        await h.settle()
+        h.bus.take()
+        await h.mqtt(f"{T}/twin/cloud_updated", {"event_id": "c", "twin": {"t": {
+            "actual": {"value": "0"}, "actual_version": {"cloud": 0, "edge": 1}}}})
+        assert await h.published() == [(f"{T}/twin/update/result", {
+            "event_id": "c", "timestamp": NOW_MS, "code": 409,
+            "reason": "twin t: not allowed to sync due to version conflict"})]
+        await h.mqtt(f"{T}/twin/cloud_updated", {"event_id": "c2", "twin": {"t": {
+            "actual": {"value": "9"}, "actual_version": {"cloud": 1, "edge": 2}}}})
+        assert [t for t, _ in await h.published()] == [f"{T}/twin/update/document"]
+        assert h.twin.devices[DEV].twins["t"].actual.value == "9"  # type: ignore[union-attr]

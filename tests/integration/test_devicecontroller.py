@@ -256,6 +256,14 @@ async def test_membership_detail_reconciles_the_node_fully(kube: KubeClient, ns:
         assert kinds == ["membership", "devicemodel", "device"]
 
 
+async def test_upstream_samples_apply_unchanged(kube: KubeClient, ns: str) -> None:
+    for name, res in (("beta1-model.yaml", DEVICEMODELS), ("beta1-device.yaml", DEVICES)):
+        doc = yaml.safe_load((SAMPLES / name).read_text())
+        created = await kube.create(res, {**doc, "metadata": {**doc["metadata"],
+                                                              "namespace": ns}})
+        assert created["spec"] == doc["spec"]  # nothing pruned
+
+
 async def test_invalid_device_specs_are_rejected_by_the_schema(kube: KubeClient, ns: str) -> None:
     bad_cases = [
         {"spec": {"deviceModelRef": {"name": "m"}, "properties": [{"name": "t",

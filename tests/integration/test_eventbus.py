@@ -180,3 +180,18 @@ async def test_internal_broker_without_binary_is_one_line(
     assert [r.message for r in caplog.records if r.levelno >= logging.ERROR] == [
         "internal MQTT broker: no mosquitto binary found (tried /nonexistent/mosquitto); "
         "install the Debian package mosquitto; EventBus goes on without it"]
+
+
+async def test_both_modes_at_once(broker: Mosquitto, tmp_path: Path) -> None:
+    port = free_port()
+    async with edge(tmp_path / "edge.db", mode=1, external_url=broker.url,
+                    internal_url=f"tcp://127.0.0.1:{port}") as (bus, _twin, _hub):
+        await connected(bus)
+        assert sorted(b.kind for b in bus.brokers) == ["external", "internal"]
+        async with Probe(broker.port) as outside, Probe(port) as inside:
+            for p in (outside, inside):
+                await p.subscribe("$hw/events/device/#")
+            inside.publish("$hw/events/device/default/x/twin/get", b'{"event_id":"both"}')
+            for p in (outside, inside):  # answered on every broker, as upstream
+                got = await p.next("$hw/events/device/default/x/twin/get/result")
+                assert got.json()["event_id"] == "both"

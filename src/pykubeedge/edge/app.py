@@ -27,15 +27,16 @@ from pykubeedge.beehive import Hive
 from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.core.config import DEFAULT_EDGECORE_CONFIG, EdgeCoreConfig, load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
+from pykubeedge.edge.dbm import Database
 from pykubeedge.edge.edged.cri import DEFAULT_ENDPOINT, CRIRuntime
 from pykubeedge.edge.edged.edged import Edged
 from pykubeedge.edge.edged.runtime import FakeRuntime, Runtime
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.edge.metamanager.dao import MetaStore
 from pykubeedge.edge.metamanager.manager import MetaManager
 from pykubeedge.edge.metamanager.metaserver import MetaServer
-from pykubeedge.edge.metamanager.store import MetaStore
 
 log = logging.getLogger("pykubeedge.edgecore")
 FAKE_RUNTIME = "fake://"
@@ -81,10 +82,10 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
         close = getattr(runtime, "close", None)
         if close is not None:
             stack.push_async_callback(close)
-        store = await MetaStore.open(db)
-        stack.push_async_callback(store.close)
-        outbox = await Outbox.open(db)
-        stack.push_async_callback(outbox.close)
+        database = await Database.open(db)  # the one owner of edgecore.db; modules add DAOs
+        stack.push_async_callback(database.close)
+        store = await MetaStore.open(database)
+        outbox = await Outbox.open(database)
         metaserver = None
         if meta_cfg.metaServer.enable:
             host, _, port = meta_cfg.metaServer.server.rpartition(":")

@@ -11,7 +11,7 @@
 - reconnects with exponential backoff **with jitter**, and tells the edge modules
   ``cloud_connected`` / ``cloud_disconnected``.
 
-    hub = EdgeHub(EdgeHubSettings.from_config(cfg), outbox)
+    hub = EdgeHub(EdgeHubSettings.from_config(cfg), await Outbox.open(db))
     hive.add_module(hub)
 """
 
@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from pykubeedge.core.constants import (
     ResourceType,
     Source,
 )
-from pykubeedge.core.errors import ConfigError, DecodeError
+from pykubeedge.core.errors import ConfigError, DecodeError, StoreError
 from pykubeedge.core.message import Message, error_message, new_message
 from pykubeedge.core.ratelimit import TokenBucket
 from pykubeedge.edge.edgehub.outbox import Outbox
@@ -295,7 +294,7 @@ class EdgeHub:
                     asyncio.get_running_loop().create_task(ws.close())
             try:
                 kept = await self.outbox.put(msg, replace=coalesce_key(msg))
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 log.error("cannot keep %s in the outbox: %s", msg, exc)
                 kept = False
             if not kept:

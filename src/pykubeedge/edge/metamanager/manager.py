@@ -16,7 +16,7 @@ Messages are handled concurrently (bounded), but in arrival order per resource, 
 insert and the delete after it can never swap. A bad message gets an ``error`` reply and
 changes nothing; no message can stop the module::
 
-    store = await MetaStore.open(cfg.database.dataSource)
+    store = await MetaStore.open(db)     # db: the process's edge.dbm.Database
     hive.add_module(MetaManager(store, remote_query_timeout=60,
                                 metaserver=MetaServer(store, port=10550)))
 """
@@ -51,11 +51,11 @@ from pykubeedge.core.constants import (
     Operation,
     ResourceType,
 )
-from pykubeedge.core.errors import DecodeError
+from pykubeedge.core.errors import DecodeError, StoreError
 from pykubeedge.core.message import Message, error_message, new_id, response
 from pykubeedge.core.resource import EdgeResource, parse_edge
+from pykubeedge.edge.metamanager.dao import DeleteOutcome, MetaStore
 from pykubeedge.edge.metamanager.metaserver import MetaServer
-from pykubeedge.edge.metamanager.store import DeleteOutcome, MetaStore, StoreError
 
 log = logging.getLogger(__name__)
 

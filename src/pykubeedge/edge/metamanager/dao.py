@@ -1,24 +1,21 @@
-"""MetaManager's SQLite store: the contract's ``meta`` and ``meta_v2`` tables, one batching
-writer thread, reads on a reader thread, and a change feed that MetaServer's watch follows.
+"""MetaManager's tables in edgecore.db, behind one DAO: ``meta`` and ``meta_v2``, exactly as
+upstream lays them out, and the revision the change feed (:mod:`.feed`) counts in.
 
 - ``meta``: ``key`` (the edge resource string, e.g. ``default/pod/nginx``), ``type``, ``value``
-  (JSON text), exactly as upstream; this is what Edged gets back after a restart.
+  (JSON text); this is what Edged gets back after a restart.
 - ``meta_v2``: the objects MetaServer serves (pods, configmaps, secrets, services, endpoints,
   nodes; see :mod:`.resources`), keyed ``/<group|core>/<version>/<plural>/<ns|null>/<name>``.
   Its ``resource_version`` is the store's own **revision**, and the served object carries it as
   ``metadata.resourceVersion``: one monotonic sequence, like etcd's, so list-then-watch and
   watch resumption work for any client.
-- Every write that changes something takes the next revision (persisted in ``meta_revision``,
-  so it survives restarts) and publishes :class:`Change` records to :attr:`MetaStore.feed`.
+- Every write that changes something takes the next revision (persisted in ``meta_revision``
+  within the same savepoint, so it survives restarts and a failed write takes none) and
+  publishes :class:`~.feed.Change` records to :attr:`MetaStore.feed` right after its commit.
 
-Writes are queued (bounded) to one writer thread, which commits whatever has queued up in one
-transaction (WAL, ``synchronous=NORMAL``); each write is awaited on its own. Reads run on a
-separate reader thread with its own connection (WAL lets it read while the writer writes), so
-nothing here blocks the event loop. Why a reader thread: measured with 20k pods, a read queued
-behind write batches on the writer thread took p99 ~220 ms, on the reader thread ~5 ms (the
-writer does ~10-14k upserts/s when writes arrive together, ~500 per commit; ~5k/s one by one)::
+Writes and reads go through the process's :class:`~pykubeedge.edge.dbm.Database` (one batching
+writer thread, reader threads)::
 
-    store = await MetaStore.open("/var/lib/kubeedge/edgecore.db")
+    store = await MetaStore.open(db)          # or a path: a database of its own (tests)
     await store.upsert("default/pod/nginx", pod)
     pods = await store.list_by_type("pod")              # every namespace
     outcome = await store.delete("default/pod/nginx", uid=pod["metadata"]["uid"])
@@ -27,16 +24,10 @@ writer does ~10-14k upserts/s when writes arrive together, ~500 per commit; ~5k/
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 import logging
-import queue
 import sqlite3
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -44,24 +35,16 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from pykubeedge.core.constants import NULL_NAMESPACE, RESOURCE_SEP, ResourceType
-from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.core.errors import StoreClosedError, StoreError
+from pykubeedge.edge.dbm import Database, Schema, snapshot
+from pykubeedge.edge.metamanager.feed import DEFAULT_FEED_SIZE, Change, ChangeFeed, ChangeType
 from pykubeedge.edge.metamanager.resources import BY_PLURAL, BY_TYPE, V2Resource
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_WRITE_QUEUE: Final = 4096
-"""Writes waiting for the writer thread before ``upsert``/``delete`` callers wait."""
-DEFAULT_READ_QUEUE: Final = 256
-"""Reads waiting for a reader thread before callers wait."""
-DEFAULT_BATCH_SIZE: Final = 512
-"""Most writes committed in one transaction."""
-DEFAULT_FEED_SIZE: Final = 4096
-"""Changes kept in memory for watchers; older ones are answered with 410 Gone."""
-BUSY_TIMEOUT_MS: Final = 10_000
-
-_SCHEMA = (
+SCHEMA: Final = Schema("metamanager", (
     """CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
         type TEXT,
@@ -82,27 +65,8 @@ _SCHEMA = (
         revision INTEGER NOT NULL
     )""",
     "INSERT OR IGNORE INTO meta_revision (id, revision) VALUES (1, 0)",
-)
-
-
-class StoreError(PyKubeEdgeError):
-    """A store operation failed (SQLite error, unserializable value, store closed)."""
-
-
-class StoreClosedError(StoreError):
-    """The store is closed."""
-
-
-class RevisionExpired(StoreError):
-    """The asked-for revision is older than the oldest change still in memory (HTTP 410)."""
-
-
-class ChangeType(enum.StrEnum):
-    """The kind of a change, named as Kubernetes watch events are."""
-
-    ADDED = "ADDED"
-    MODIFIED = "MODIFIED"
-    DELETED = "DELETED"
+))
+"""MetaManager's tables (``meta`` and ``meta_v2`` as upstream; ``meta_revision`` ours)."""
 
 
 class DeleteOutcome(enum.Enum):
@@ -112,102 +76,6 @@ class DeleteOutcome(enum.Enum):
     MISSING = "missing"
     UID_MISMATCH = "uid-mismatch"
     """The stored pod has another UID: nothing was removed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One row changed at ``revision``. For served types (:mod:`.resources`) ``object`` is the
-    object as MetaServer serves it (``metadata.resourceVersion`` = ``revision``); for a
-    ``DELETED`` change it is the last state. ``previous`` is the served state before the
-    change (None when added, and for types MetaServer does not serve)."""
-
-    revision: int
-    type: ChangeType
-    key: str
-    resource_type: str
-    namespace: str
-    name: str
-    object: Any
-    previous: Any = None
-
-    @property
-    def served(self) -> V2Resource | None:
-        """The MetaServer resource this change belongs to, if any."""
-        return BY_TYPE.get(self.resource_type)
-
-
-class ChangeFeed:
-    """The last changes of the store, in revision order, for watchers (event-loop side only).
-
-    >>> changes = store.feed.since(revision)       # doctest: +SKIP
-    >>> await store.feed.wait(store.feed.revision, timeout=30)    # doctest: +SKIP
-    """
-
-    def __init__(self, revision: int, size: int = DEFAULT_FEED_SIZE) -> None:
-        if size < 1:
-            raise ValueError(f"feed size must be at least 1, got {size}")
-        self._size = size
-        self._changes: deque[Change] = deque()
-        self._revision = revision
-        self._floor = revision  # every change after this revision is still here
-        self._waiters: set[asyncio.Future[None]] = set()
-
-    @property
-    def revision(self) -> int:
-        """The latest published revision."""
-        return self._revision
-
-    @property
-    def floor(self) -> int:
-        """Watching from a revision below this one raises :class:`RevisionExpired`."""
-        return self._floor
-
-    def since(self, revision: int) -> list[Change]:
-        """Changes with a revision greater than ``revision``, oldest first."""
-        if revision < self._floor:
-            raise RevisionExpired(
-                f"revision {revision} is too old (the oldest kept is {self._floor})"
-            )
-        newer: list[Change] = []
-        for change in reversed(self._changes):
-            if change.revision <= revision:
-                break
-            newer.append(change)
-        newer.reverse()
-        return newer
-
-    async def wait(self, revision: int, timeout: float | None = None) -> bool:
-        """Wait until the feed is past ``revision``; False when ``timeout`` ran out first."""
-        if self._revision > revision:
-            return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.add(future)
-        try:
-            async with asyncio.timeout(timeout):
-                await future
-        except TimeoutError:
-            pass
-        finally:
-            self._waiters.discard(future)
-        return self._revision > revision
-
-    def interrupt(self) -> None:
-        """Wake every waiter now (their ``wait`` returns False unless the feed moved)."""
-        waiters, self._waiters = self._waiters, set()
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
-
-    def publish(self, changes: list[Change], revision: int) -> None:
-        """Append ``changes`` (all at or below ``revision``) and wake the waiters."""
-        for change in changes:
-            if len(self._changes) >= self._size:
-                dropped = self._changes.popleft()
-                self._floor = max(self._floor, dropped.revision)
-            self._changes.append(change)
-        if revision > self._revision:
-            self._revision = revision
-            self.interrupt()
 
 
 @dataclass(slots=True)
@@ -231,102 +99,68 @@ class _Op:
 _WriteFn = Callable[[sqlite3.Connection, _Op], Any]
 
 
-@dataclass(slots=True)
-class _Write:
-    fn: _WriteFn
-    future: asyncio.Future[Any]
-
-
 class MetaStore:
-    """The edge database. Open with :meth:`open`; one instance per database file."""
+    """MetaManager's DAO. Open with :meth:`open`; one per database."""
 
-    def __init__(self, path: str, *, write_queue: int, read_queue: int, batch_size: int,
-                 feed_size: int, readers: int) -> None:
+    def __init__(self, db: Database, feed: ChangeFeed, *, owns_db: bool) -> None:
         # Use MetaStore.open(); the constructor only sets fields.
-        self.path = path
-        self._batch_size = batch_size
-        self._readers = readers
-        self._write_slots = asyncio.Semaphore(write_queue)
-        self._read_slots = asyncio.Semaphore(read_queue)
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._reader_pool: ThreadPoolExecutor | None = None
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._reader_local = threading.local()
-        self._reader_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._committed = 0  # writer thread only
+        self.db = db
+        self.feed = feed
+        self._owns_db = owns_db
         self._closed = False
-        self._feed_size = feed_size
-        self.feed = ChangeFeed(0, feed_size)
-        self.batches = 0
-        """Transactions committed (for tests and benchmarks: writes / batches = batching)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(
-        cls,
-        path: str | Path,
-        *,
-        write_queue: int = DEFAULT_WRITE_QUEUE,
-        read_queue: int = DEFAULT_READ_QUEUE,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        feed_size: int = DEFAULT_FEED_SIZE,
-        readers: int = 1,
-    ) -> MetaStore:
-        """Open (creating if needed) the database at ``path`` and start the threads.
+    async def open(cls, db: Database | str | Path, *, feed_size: int = DEFAULT_FEED_SIZE,
+                   **options: Any) -> MetaStore:
+        """MetaManager's tables on ``db`` (created if missing).
 
-        ``readers`` = 0 runs reads on the writer thread instead (forced for ``":memory:"``).
+        ``db`` is the process's :class:`Database`; a path opens a database for this store
+        alone (closed with it), with ``options`` as :meth:`Database.open` takes them.
 
-        >>> store = await MetaStore.open(tmp_path / "edgecore.db")    # doctest: +SKIP
+        >>> store = await MetaStore.open(db)    # doctest: +SKIP
         """
-        if min(write_queue, read_queue, batch_size) < 1 or readers < 0:
-            raise ValueError("queue and batch sizes must be at least 1, readers at least 0")
-        path = str(path)
-        if path == ":memory:":
-            readers = 0
-        store = cls(path, write_queue=write_queue, read_queue=read_queue,
-                    batch_size=batch_size, feed_size=feed_size, readers=readers)
-        await store._start()
-        return store
-
-    async def _start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        if self.path != ":memory:":
-            await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
-        ready: asyncio.Future[int] = self._loop.create_future()
-        self._writer = threading.Thread(target=self._write_loop, args=(ready,),
-                                        name="metastore-writer", daemon=True)
-        self._writer.start()
-        revision = await ready
-        self.feed = ChangeFeed(revision, self._feed_size)
-        if self._readers:
-            self._reader_pool = ThreadPoolExecutor(
-                max_workers=self._readers, thread_name_prefix="metastore-reader")
-        log.info("meta store %s open at revision %d", self.path, revision)
+        owns = not isinstance(db, Database)
+        if isinstance(db, Database):
+            if options:
+                raise TypeError(f"options {sorted(options)} are for a database of its own")
+            database = db
+        else:
+            database = await Database.open(db, **options)
+        try:
+            await database.register(SCHEMA)
+            revision = await database.read(_stored_revision)
+        except BaseException:
+            if owns:
+                await database.close()
+            raise
+        log.info("meta store on %s at revision %d", database.path, revision)
+        return cls(database, ChangeFeed(revision, feed_size), owns_db=owns)
 
     async def close(self) -> None:
-        """Finish the queued writes, then stop the threads and close the connections."""
+        """Refuse further work; close the database if this store opened it (after its
+        queued writes are done)."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        if self._writer is not None:
-            await asyncio.to_thread(self._writer.join)
-        if self._reader_pool is not None:
-            await asyncio.to_thread(self._reader_pool.shutdown, wait=True)
-            with self._reader_lock:
-                for conn in self._reader_conns:
-                    conn.close()
-                self._reader_conns.clear()
+        if self._owns_db:
+            await self.db.close()
 
     async def __aenter__(self) -> MetaStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def path(self) -> str:
+        return self.db.path
+
+    @property
+    def batches(self) -> int:
+        """Transactions the database has committed (writes / batches = batching)."""
+        return self.db.batches
 
     @property
     def revision(self) -> int:
@@ -503,7 +337,7 @@ class MetaStore:
         v2_key = resource.v2_key(namespace, name)
 
         def read(conn: sqlite3.Connection) -> tuple[Any | None, int]:
-            with _snapshot(conn):
+            with snapshot(conn):
                 row = conn.execute("SELECT value FROM meta_v2 WHERE key = ?",
                                    (v2_key,)).fetchone()
                 revision = _stored_revision(conn)
@@ -529,7 +363,7 @@ class MetaStore:
             args = (resource.gvr,)
 
         def read(conn: sqlite3.Connection) -> tuple[list[Any], int]:
-            with _snapshot(conn):
+            with snapshot(conn):
                 items = [_loads_lenient(v) for (v,) in conn.execute(sql, args)]
                 revision = _stored_revision(conn)
             return items, revision
@@ -538,171 +372,39 @@ class MetaStore:
 
     # -- machinery ---------------------------------------------------------------------------
 
+    # -- machinery ---------------------------------------------------------------------------
+
     async def _write(self, fn: _WriteFn) -> Any:
-        if self._closed or self._loop is None:
-            raise StoreClosedError(f"meta store {self.path} is closed")
-        async with self._write_slots:
-            future: asyncio.Future[Any] = self._loop.create_future()
-            self._queue.put(_Write(fn, future))
-            return await future
+        """Run ``fn(conn, op)`` in the next batch; its revision and changes are stored and
+        published with the commit."""
+        self._check_open()
+
+        def run(conn: sqlite3.Connection) -> tuple[Any, _Op]:
+            op = _Op(_stored_revision(conn))
+            result = fn(conn, op)
+            if op.revision != op.base:
+                conn.execute("UPDATE meta_revision SET revision = ? WHERE id = 1",
+                             (op.revision,))
+            return result, op
+
+        def publish(outcome: tuple[Any, _Op]) -> None:
+            # Before the writer resumes: it finds its change in the feed already.
+            _, op = outcome
+            self.feed.publish(op.changes, op.revision)
+
+        result, _ = await self.db.write(run, on_commit=publish)
+        return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed or self._loop is None:
-            raise StoreClosedError(f"meta store {self.path} is closed")
-        async with self._read_slots:
-            if self._reader_pool is None:
-                result: T = await self._write(lambda conn, op: fn(conn))
-                return result
-            try:
-                return await self._loop.run_in_executor(self._reader_pool, self._on_reader, fn)
-            except sqlite3.Error as exc:
-                raise StoreError(f"reading {self.path} failed: {exc}") from exc
+        self._check_open()
+        return await self.db.read(fn)
 
-    def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only = ON")
-            self._reader_local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
-        return fn(conn)
-
-    def _write_loop(self, ready: asyncio.Future[int]) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA journal_mode = WAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            self._committed = _stored_revision(conn)
-        except sqlite3.Error as exc:
-            error = StoreError(f"cannot open the meta store {self.path}: {exc}")
-            loop.call_soon_threadsafe(_fail, ready, error)
-            return
-        self._conn = conn
-        loop.call_soon_threadsafe(_succeed, ready, self._committed)
-        try:
-            stop = False
-            while not stop:
-                item = self._queue.get()
-                batch: list[_Write] = []
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-                while not stop and len(batch) < self._batch_size:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                    else:
-                        batch.append(item)
-                if batch:
-                    self._commit_safely(conn, batch, loop)
-        finally:
-            conn.close()
-
-    def _commit_safely(self, conn: sqlite3.Connection, batch: list[_Write],
-                       loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            self._commit(conn, batch, loop)
-        except Exception as exc:  # keep the writer alive whatever happens to one batch
-            log.exception("meta store: a write batch failed")
-            with contextlib.suppress(sqlite3.Error):
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            error = StoreError(f"write to {self.path} failed: {exc!r}")
-            self._deliver(loop, [(w, None, error) for w in batch], [], self._committed)
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Write],
-                loop: asyncio.AbstractEventLoop) -> None:
-        outcomes: list[tuple[_Write, Any, BaseException | None]] = []
-        changes: list[Change] = []
-        revision = self._committed
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            error = StoreError(f"cannot write {self.path}: {exc}")
-            self._deliver(loop, [(w, None, error) for w in batch], [], self._committed)
-            return
-        for write in batch:
-            op = _Op(revision)
-            conn.execute("SAVEPOINT op")
-            try:
-                result = write.fn(conn, op)
-            except Exception as exc:  # one bad write must not fail its batch
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                outcomes.append((write, None, exc))
-                continue
-            conn.execute("RELEASE op")
-            revision = op.revision
-            changes.extend(op.changes)
-            outcomes.append((write, result, None))
-        try:
-            if revision != self._committed:
-                conn.execute("UPDATE meta_revision SET revision = ? WHERE id = 1", (revision,))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = StoreError(f"commit to {self.path} failed: {exc}")
-            self._deliver(loop, [(w, None, error) for w in batch], [], self._committed)
-            return
-        self._committed = revision
-        self.batches += 1
-        self._deliver(loop, outcomes, changes, revision)
-
-    def _deliver(self, loop: asyncio.AbstractEventLoop,
-                 outcomes: list[tuple[_Write, Any, BaseException | None]],
-                 changes: list[Change], revision: int) -> None:
-        try:
-            loop.call_soon_threadsafe(self._complete, outcomes, changes, revision)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            log.warning("meta store: %d write result(s) lost, event loop closed", len(outcomes))
-
-    def _complete(self, outcomes: list[tuple[_Write, Any, BaseException | None]],
-                  changes: list[Change], revision: int) -> None:
-        # Publish first, so a writer that resumes finds its change in the feed already.
-        self.feed.publish(changes, revision)
-        for write, result, error in outcomes:
-            if write.future.done():
-                continue
-            if error is None:
-                write.future.set_result(result)
-            elif isinstance(error, StoreError):
-                write.future.set_exception(error)
-            else:
-                store_error = StoreError(f"write to {self.path} failed: {error!r}")
-                store_error.__cause__ = error
-                write.future.set_exception(store_error)
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"meta store on {self.db.path} is closed")
 
 
 # -- helpers (writer and reader threads) ----------------------------------------------------
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
-
-
-@contextlib.contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """One read transaction, so rows and revision agree (already inside one on the writer)."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
 
 
 def _stored_revision(conn: sqlite3.Connection) -> int:
@@ -810,15 +512,6 @@ def _prefix_end(prefix: str) -> str:
     """The smallest string greater than every string starting with ``prefix``."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
-
-def _succeed(future: asyncio.Future[T], value: T) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 def _without_directives(value: Any) -> Any:

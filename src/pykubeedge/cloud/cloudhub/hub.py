@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import time
@@ -27,11 +28,27 @@ from aiohttp import WSCloseCode, web
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.cloud.cloudhub.session import NodeSession
 from pykubeedge.core import codec
-from pykubeedge.core.constants import CLOUD_ONLY_SOURCES, CloudGroup, CloudModule, Operation
+from pykubeedge.core.constants import (
+    CLOUD_ONLY_SOURCES,
+    NULL_NAMESPACE,
+    CloudGroup,
+    CloudModule,
+    EdgeModule,
+    MessageGroup,
+    Operation,
+    ResourceType,
+    Source,
+)
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import NodeQueue, Pushed
 from pykubeedge.core.message import Message, error_message, new_message, response
-from pykubeedge.core.resource import prefix_for_cloud, split_node_prefix, trim_for_edge
+from pykubeedge.core.resource import (
+    build_cloud,
+    node_resource,
+    prefix_for_cloud,
+    split_node_prefix,
+    trim_for_edge,
+)
 from pykubeedge.transport.tls import peer_common_name
 
 log = logging.getLogger(__name__)
@@ -127,10 +144,10 @@ class CloudHub:
         except DecodeError as exc:
             log.error("cloudhub: cannot route %s: %s", msg, exc)
             return
-        node_deleted = (msg.operation == Operation.DELETE
-                        and msg.resource == f"node/{node_id}/null/node/{node_id}")
-        msg.resource = trim_for_edge(msg.resource)
-        self.deliver(node_id, msg)
+        node_deleted = (msg.operation == Operation.DELETE and msg.resource == build_cloud(
+            node_id, NULL_NAMESPACE, ResourceType.NODE, node_id))
+        # A copy for the edge: the sender may still hold its message.
+        self.deliver(node_id, dataclasses.replace(msg, resource=trim_for_edge(msg.resource)))
         if node_deleted:  # the Node is gone: tell the edge, then end its session
             task = asyncio.get_running_loop().create_task(self._forget_node(node_id))
             self._background.add(task)
@@ -235,10 +252,10 @@ class CloudHub:
     async def _publish_connection(self, node_id: str, event: str) -> None:
         if self._ctx is None:
             return
-        msg = new_message(source=CloudModule.CLOUDHUB, group="resource", resource=f"node/{node_id}",
-                          operation=event, content={"event_type": event,
-                                                    "timestamp": int(time.time()),
-                                                    "client_id": node_id})
+        msg = new_message(source=CloudModule.CLOUDHUB, group=MessageGroup.RESOURCE,
+                          resource=node_resource(node_id), operation=event,
+                          content={"event_type": event, "timestamp": int(time.time()),
+                                   "client_id": node_id})
         with contextlib.suppress(Exception):
             await self._ctx.send_to_group(CloudGroup.EDGECONTROLLER, msg)
 
@@ -272,28 +289,28 @@ class CloudHub:
         if op in _VIADUCT_CONTROL:
             self.deliver(node_id, response(msg, "ack"))
             return
-        if msg.resource == "k8s/ca.crt":  # answered here, as upstream's CloudHub does
+        if msg.resource == ResourceType.K8S_CA:  # answered here, as upstream's CloudHub does
             reply = (response(msg, self.cluster_ca.decode()) if self.cluster_ca
                      else error_message(msg, "cloudcore does not know the cluster CA",
                                         source=CloudModule.CLOUDHUB))
             self.deliver(node_id, reply)
             return
         try:
-            msg.resource = prefix_for_cloud(node_id, msg.resource)
+            resource = prefix_for_cloud(node_id, msg.resource)
         except DecodeError as exc:
             log.warning("node %s: %s", node_id, exc)
             self.deliver(node_id, error_message(msg, exc, source=CloudModule.CLOUDHUB))
             return
-        await self._publish_upstream(msg)
+        await self._publish_upstream(dataclasses.replace(msg, resource=resource))
 
     async def _publish_upstream(self, msg: Message) -> None:
-        if msg.operation == Operation.UPLOAD and msg.group == "user":
+        if msg.operation == Operation.UPLOAD and msg.group == MessageGroup.USER:
             group = CloudGroup.ROUTER
         elif msg.operation in _TASK_OPS:
             group = CloudGroup.TASKMANAGER
-        elif msg.source == "metaserver":
+        elif msg.source == Source.METASERVER:
             group = CloudGroup.DYNAMICCONTROLLER
-        elif msg.source == "twin":
+        elif msg.source == EdgeModule.DEVICETWIN:
             group = CloudGroup.DEVICECONTROLLER
         else:
             group = CloudGroup.EDGECONTROLLER

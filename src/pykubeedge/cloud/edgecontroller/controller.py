@@ -24,9 +24,20 @@ from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.cloud.edgecontroller.location import LocationCache, Ref
 from pykubeedge.cloud.edgecontroller.upstream import Upstream, error_to
 from pykubeedge.cloud.synccontroller.controller import SyncController
-from pykubeedge.core.constants import CloudGroup, CloudModule, MessageGroup, Operation
+from pykubeedge.core.constants import (
+    NULL_NAMESPACE,
+    CloudGroup,
+    CloudModule,
+    MessageGroup,
+    Operation,
+    ResourceType,
+)
+from pykubeedge.core.content import parse_object_reply
+from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import needs_ack
 from pykubeedge.core.message import Message, new_message
+from pykubeedge.core.objects import name_of, namespace_of, node_name_of, resource_version_of, uid_of
+from pykubeedge.core.resource import build_cloud, node_of, parse_cloud
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.informer import ADDED, DELETED, Informer, InformerEvent
 from pykubeedge.kube.resources import CONFIGMAPS, NODES, PODS, SECRETS, Resource
@@ -100,11 +111,11 @@ class EdgeController:
 
     async def _send(self, node: str, rtype: str, obj: dict[str, Any], operation: str, *,
                     force: bool = False) -> None:
-        meta = obj.get("metadata") or {}
-        ns = meta.get("namespace") or "null"
+        resource = build_cloud(node, namespace_of(obj, default=NULL_NAMESPACE), rtype,
+                               name_of(obj))
         msg = new_message(source=CloudModule.EDGECONTROLLER, group=MessageGroup.RESOURCE,
-                          operation=operation, resource=f"node/{node}/{ns}/{rtype}/{meta['name']}",
-                          resourceversion=str(meta.get("resourceVersion", "")), content=obj)
+                          operation=operation, resource=resource,
+                          resourceversion=resource_version_of(obj), content=obj)
         if not force and not self.sync.should_send(node, msg):
             self.skipped += 1
             return
@@ -115,7 +126,7 @@ class EdgeController:
         self.sent += 1
 
     async def _on_node(self, ev: InformerEvent) -> None:
-        name = ev.obj["metadata"]["name"]
+        name = name_of(ev.obj)
         if ev.type == DELETED:
             self.location.edge_nodes.discard(name)
             await self._send(name, "node", _with_kind(ev.obj, NODES), Operation.DELETE)
@@ -130,7 +141,7 @@ class EdgeController:
 
     async def _on_pod(self, ev: InformerEvent) -> None:
         pod = _with_kind(ev.obj, PODS)
-        node = (pod.get("spec") or {}).get("nodeName") or ""
+        node = node_name_of(pod)
         if ev.type == DELETED:
             lost = self.location.delete_pod(pod)
             if self.location.is_edge_node(node):
@@ -163,17 +174,16 @@ class EdgeController:
         await self._fan_out("secret", _with_kind(ev.obj, SECRETS), op)
 
     async def _fan_out(self, kind: str, obj: dict[str, Any], op: str) -> None:
-        meta = obj["metadata"]
-        for node in sorted(self.location.nodes_for(kind, meta.get("namespace", ""), meta["name"])):
+        nodes = self.location.nodes_for(kind, namespace_of(obj, default=""), name_of(obj))
+        for node in sorted(nodes):
             if self.location.is_edge_node(node):
                 await self._send(node, kind, obj, op)
 
     def _current(self, rtype: str, obj: dict[str, Any]) -> dict[str, Any] | None:
         informer = {"pod": self.pods, "configmap": self.configmaps, "secret": self.secrets,
                     "node": self.nodes}[rtype]
-        meta = obj["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
-        return informer.get(key)
+        namespace = namespace_of(obj, default="")
+        return informer.get(f"{namespace}/{name_of(obj)}" if namespace else name_of(obj))
 
     async def reconcile(self, node: str, *, full: bool = False) -> tuple[int, int]:
         """Bring ``node`` to the API server's state: send what is newer than its records,
@@ -184,16 +194,16 @@ class EdgeController:
         desired: dict[str, tuple[str, dict[str, Any], Resource]] = {}
         node_obj = self.nodes.get(node)
         if node_obj is not None:
-            desired[node_obj["metadata"]["uid"]] = ("node", node_obj, NODES)
+            desired[uid_of(node_obj)] = ("node", node_obj, NODES)
         for kind, ns, name in self.location.refs_of(node):
             informer = {"configmap": self.configmaps, "secret": self.secrets}.get(kind)
             obj = informer.get(f"{ns}/{name}") if informer else None
             if informer is not None and obj is not None:
-                desired[obj["metadata"]["uid"]] = (kind, obj, informer.resource)
+                desired[uid_of(obj)] = (kind, obj, informer.resource)
         for key in self.location.pods_on(node):
             pod = self.pods.get(key)
             if pod is not None:
-                desired[pod["metadata"]["uid"]] = ("pod", pod, PODS)
+                desired[uid_of(pod)] = ("pod", pod, PODS)
         # Deletes first: an object deleted and created again under the same name must not
         # have its new incarnation removed by the old one's delete.
         deleted = 0
@@ -210,7 +220,7 @@ class EdgeController:
             # Re-read: the snapshot is old after the awaits above, and a delete sent (and
             # ACKed) since must not be followed by a stale update bringing the object back.
             current = self._current(rtype, obj)
-            if current is None or current["metadata"].get("uid") != uid:
+            if current is None or uid_of(current) != uid:
                 continue
             await self._send(node, rtype, _with_kind(current, res), Operation.UPDATE,
                              force=full)
@@ -227,7 +237,10 @@ class EdgeController:
             if msg.operation in (Operation.CONNECTED, Operation.DISCONNECTED):
                 await self._on_connection(msg)
                 continue
-            node = msg.resource.split("/", 2)[1] if msg.resource.startswith("node/") else ""
+            try:
+                node = node_of(msg.resource)
+            except DecodeError:
+                node = ""
             # One worker per node (by hash): a node's requests stay in order.
             q = self._queues[zlib.crc32(node.encode()) % len(self._queues)]
             try:
@@ -239,7 +252,11 @@ class EdgeController:
                 await ctx.send(CloudModule.CLOUDHUB, error_to(msg, "cloudcore is busy, retry"))
 
     async def _on_connection(self, msg: Message) -> None:
-        node = msg.resource.removeprefix("node/")
+        try:
+            node = node_of(msg.resource)
+        except DecodeError:
+            log.warning("connection event for no node: %s", msg)
+            return
         log.info("node %s %s", node, msg.operation)
         if msg.operation == Operation.CONNECTED and self.synced.is_set():
             self._reconcile_soon(node)
@@ -279,9 +296,20 @@ class EdgeController:
                 reply = error_to(msg, f"cloudcore failed to handle the request: {exc}")
             with contextlib.suppress(Exception):
                 await self._ctx.send(CloudModule.CLOUDHUB, reply)
-            if (msg.operation == Operation.INSERT and reply.operation == Operation.RESPONSE
-                    and msg.resource.endswith(f"/null/node/{reply.resource.split('/')[1]}")
-                    and self.synced.is_set()):
+            if self.synced.is_set() and _registered(msg, reply):
                 # The node registered: edgecore started, maybe on a new or wiped database.
-                self._reconcile_soon(msg.resource.split("/")[1], full=True)
+                self._reconcile_soon(node_of(msg.resource), full=True)
+
+
+def _registered(request: Message, reply: Message) -> bool:
+    """Whether ``reply`` tells that the node registered itself (its ``null/node/<node>``
+    insert succeeded)."""
+    if request.operation != Operation.INSERT or reply.operation != Operation.RESPONSE:
+        return False
+    try:
+        res = parse_cloud(request.resource)
+    except DecodeError:
+        return False
+    return (res.resource_type == ResourceType.NODE and res.namespace == NULL_NAMESPACE
+            and res.name == res.node_id and not parse_object_reply(reply.content).failed)
 

@@ -23,9 +23,10 @@ from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.core.constants import CloudGroup, CloudModule, Operation
-from pykubeedge.core.errors import Conflict, KubeError, NotFound
+from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotFound
 from pykubeedge.core.hubproto import object_uid, rv_newer
 from pykubeedge.core.message import Message
+from pykubeedge.core.resource import parse_edge, trim_for_edge
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import CLUSTEROBJECTSYNCS, OBJECTSYNCS
 
@@ -162,15 +163,16 @@ class SyncController:
     @staticmethod
     def _record_for(node: str, msg: Message) -> Record | None:
         uid = object_uid(msg)
-        parts = msg.resource.split("/")
-        if uid is None or len(parts) < 3:
+        if uid is None:
             return None
-        # Edge form after the hub's trim: <ns>/<type>/<name>.
-        ns, rtype, name = parts[-3], parts[-2], parts[-1]
-        kind = KIND_OF_TYPE.get(rtype)
-        if kind is None:
+        try:  # the cloud form (as EdgeController sent it) or the edge form (as it went down)
+            res = parse_edge(trim_for_edge(msg.resource))
+        except DecodeError:
             return None
-        return Record(node, uid, None if ns == "null" else ns, kind, name,
+        kind = KIND_OF_TYPE.get(res.resource_type)
+        if kind is None or res.is_list:
+            return None
+        return Record(node, uid, None if res.cluster_scoped else res.namespace, kind, res.name,
                       msg.resourceversion or "0")
 
     # -- module ------------------------------------------------------------------------------

@@ -8,15 +8,18 @@ own tables behind a small DAO (``docs/edge-database.md``)::
 """
 
 from pykubeedge.core.errors import StoreClosedError, StoreError
+from pykubeedge.edge.dbm.dao import DAO, open_for
 from pykubeedge.edge.dbm.database import BUSY_TIMEOUT_MS, Database, snapshot
 from pykubeedge.edge.dbm.schema import Schema, columns
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "DAO",
     "Database",
     "Schema",
     "StoreClosedError",
     "StoreError",
     "columns",
+    "open_for",
     "snapshot",
 ]

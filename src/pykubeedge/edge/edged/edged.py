@@ -31,8 +31,10 @@ from pykubeedge.core.constants import (
     Operation,
     ResourceType,
 )
+from pykubeedge.core.content import maybe_json
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.message import Message
+from pykubeedge.core.objects import name_of, namespace_of, resource_version_of, uid_of
 from pykubeedge.core.resource import build_edge, parse_edge
 from pykubeedge.edge.edged import podspec
 from pykubeedge.edge.edged.metaclient import MetaClient, MetaRequestError, list_items, object_resp
@@ -253,12 +255,7 @@ class Edged:
             log.debug("edged: ignored %s", msg)
 
     def _handle_pod(self, msg: Message, namespace: str, name: str) -> None:
-        pod = msg.content
-        if isinstance(pod, str | bytes):
-            try:
-                pod = orjson.loads(pod)
-            except orjson.JSONDecodeError:
-                pod = None
+        pod = maybe_json(msg.content)
         if msg.operation == Operation.DELETE:
             self._delete_pod(namespace, name, pod if isinstance(pod, dict) else None)
             return
@@ -268,12 +265,11 @@ class Edged:
         if not isinstance(pod, dict):
             log.warning("edged: %s carries no pod object; ignored", msg)
             return
-        metadata = pod.get("metadata")
-        if isinstance(metadata, dict) and (
-            metadata.get("name") != name or (metadata.get("namespace") or "default") != namespace
+        if isinstance(pod.get("metadata"), dict) and (
+            name_of(pod) != name or namespace_of(pod) != namespace
         ):
-            log.warning("edged: %s carries pod %s/%s; ignored", msg,
-                        metadata.get("namespace"), metadata.get("name"))
+            log.warning("edged: %s carries pod %s/%s; ignored", msg, namespace_of(pod),
+                        name_of(pod))
             return
         self.apply_pod(pod)
 
@@ -284,8 +280,7 @@ class Edged:
             log.warning("edged: pod ignored: %s", problem)
             return
         metadata = pod["metadata"]
-        uid, name = metadata["uid"], metadata["name"]
-        namespace = metadata.get("namespace") or "default"
+        uid, name, namespace = uid_of(pod), name_of(pod), namespace_of(pod)
         node = pod["spec"].get("nodeName")
         if node != self.node_name:
             log.warning("edged: pod %s/%s is for node %r, not %r; ignored",
@@ -364,11 +359,7 @@ class Edged:
                 del self._by_name[key]
 
     def _delete_pod(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
-        uid = None
-        if pod is not None and isinstance(pod.get("metadata"), dict):
-            uid = pod["metadata"].get("uid")
-        if not isinstance(uid, str) or not uid:
-            uid = self._by_name.get((namespace, name))  # no UID given: by name
+        uid = uid_of(pod) or self._by_name.get((namespace, name))  # no UID given: by name
         worker = self.workers.get(uid) if uid else None
         if worker is None:
             log.info("edged: delete of unknown pod %s/%s (uid %s) ignored", namespace, name, uid)
@@ -381,15 +372,13 @@ class Edged:
                 worker.wake()
 
     def _reject(self, pod: dict[str, Any], reason: str, message: str) -> None:
-        metadata = pod["metadata"]
-        log.warning("edged: pod %s/%s rejected: %s", metadata.get("namespace"),
-                    metadata["name"], message)
-        self._rejected[metadata["uid"]] = None
+        log.warning("edged: pod %s/%s rejected: %s", namespace_of(pod), name_of(pod), message)
+        self._rejected[uid_of(pod)] = None
         while len(self._rejected) > _REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
         if len(self._rejecting) >= _MAX_REJECTIONS_IN_FLIGHT:
             log.warning("edged: too many rejections in flight; status of %s not sent",
-                        metadata["name"])
+                        name_of(pod))
             return
         assert self._task_group is not None
         task = self._task_group.create_task(self._send_rejection(pod, reason, message))
@@ -397,14 +386,11 @@ class Edged:
         task.add_done_callback(self._rejecting.discard)
 
     async def _send_rejection(self, pod: dict[str, Any], reason: str, message: str) -> None:
-        metadata = pod["metadata"]
         status = rejected_status(
             reason=reason, message=message, host_ip=self._host_ip(), now=self._clock()
         )
-        content = orjson.dumps(status_patch(metadata["uid"], status))
-        resource = build_edge(
-            metadata.get("namespace") or "default", ResourceType.POD_PATCH, metadata["name"]
-        )
+        content = orjson.dumps(status_patch(uid_of(pod), status))
+        resource = build_edge(namespace_of(pod), ResourceType.POD_PATCH, name_of(pod))
         try:
             await self.meta.request(Operation.PATCH, resource, content.decode())
         except MetaRequestError as exc:
@@ -536,7 +522,7 @@ class Edged:
                 log.warning("edged: node %s not registered (%s); retry in %.2g s",
                             self.node_name, exc, delay)
                 await self._sleep(delay)
-        self.node_uid = _uid(created)
+        self.node_uid = uid_of(created)
         self._last_node_status = status_without_heartbeats(node["status"])
         self._last_node_report = self._clock()
         log.info("edged: node %s registered (uid %s)", self.node_name, self.node_uid or "?")
@@ -607,7 +593,7 @@ class Edged:
         # (renew_lease then forces a fresh patch), so offline ticks do not fill the outbox.
         self._force_node_status = bool(err)
         if obj is not None and not self.node_uid:
-            self.node_uid = _uid(obj)
+            self.node_uid = uid_of(obj)
         self._last_node_status = stripped
         self._last_node_report = now
         return True
@@ -659,20 +645,11 @@ class Edged:
         return False
 
 
-def _uid(obj: Mapping[str, Any] | None) -> str:
-    if not obj:
-        return ""
-    metadata = obj.get("metadata")
-    uid = metadata.get("uid") if isinstance(metadata, dict) else None
-    return uid if isinstance(uid, str) else ""
-
-
 def _is_newer(pod: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
     """False only when both resourceVersions are numbers and ``pod``'s is older."""
     def version(obj: Mapping[str, Any]) -> int | None:
-        metadata = obj.get("metadata")
-        value = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
-        return int(value) if isinstance(value, str) and value.isdigit() else None
+        value = resource_version_of(obj)
+        return int(value) if value.isdigit() else None
 
     new, old = version(pod), version(current)
     return new is None or old is None or new >= old

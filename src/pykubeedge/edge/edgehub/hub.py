@@ -46,6 +46,7 @@ from pykubeedge.core.constants import (
 from pykubeedge.core.errors import ConfigError, DecodeError, StoreError
 from pykubeedge.core.message import Message, error_message, new_message
 from pykubeedge.core.ratelimit import TokenBucket
+from pykubeedge.core.resource import parse_edge
 from pykubeedge.edge.edgehub.outbox import Outbox
 from pykubeedge.transport.tls import client_context
 
@@ -326,10 +327,13 @@ _LATEST_ONLY = frozenset({"nodepatch", "podpatch", "nodestatus", "podstatus", "l
 
 def coalesce_key(msg: Message) -> str | None:
     """The outbox key under which ``msg`` replaces an older message, if it may."""
-    parts = msg.resource.split("/")
-    if len(parts) == 3 and parts[1] in _LATEST_ONLY and msg.operation != Operation.RESPONSE:
-        return msg.resource
-    return None
+    if msg.operation == Operation.RESPONSE:
+        return None
+    try:
+        res = parse_edge(msg.resource)
+    except DecodeError:
+        return None
+    return msg.resource if not res.is_list and res.resource_type in _LATEST_ONLY else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from pykubeedge.core import codec
-from pykubeedge.core.errors import DecodeError, StoreClosedError
+from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.message import Message
-from pykubeedge.edge.dbm import Database, Schema, columns
+from pykubeedge.edge.dbm import DAO, Database, Schema, columns, open_for
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,14 @@ def _count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM edgehub_outbox").fetchone()[0])
 
 
-class Outbox:
+class Outbox(DAO):
     """EdgeHub's DAO. Open with :meth:`open`."""
 
-    def __init__(self, db: Database, limit: int, count: int, *, owns_db: bool) -> None:
+    def __init__(self, db: Database, limit: int, count: int, *, owns_db: bool = False) -> None:
         # Use Outbox.open(); the constructor only sets fields.
-        self.db = db
+        super().__init__(db, owns_db=owns_db)
         self.limit = limit
         self._count = count
-        self._owns_db = owns_db
-        self._closed = False
 
     @classmethod
     async def open(cls, db: Database | str | Path, *, limit: int = DEFAULT_LIMIT,
@@ -69,18 +67,10 @@ class Outbox:
 
         >>> box = await Outbox.open(db, limit=10_000)    # doctest: +SKIP
         """
-        owns = not isinstance(db, Database)
-        database = db if isinstance(db, Database) else await Database.open(db, **options)
-        try:
-            await database.register(SCHEMA)
-            count = await database.read(_count)
-        except BaseException:
-            if owns:
-                await database.close()
-            raise
+        database, owns, count = await open_for(db, SCHEMA, load=_count, **options)
         if count:
             log.info("outbox holds %d message(s) from before; they go first", count)
-        return cls(database, limit, count, owns_db=owns)
+        return cls(database, limit, count or 0, owns_db=owns)
 
     def __len__(self) -> int:
         return self._count
@@ -140,15 +130,3 @@ class Outbox:
             return _count(conn)
 
         await self.db.write(delete, on_commit=self._set_count)
-
-    async def close(self) -> None:
-        """Refuse further work; close the database if the outbox opened it."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_db:
-            await self.db.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError(f"outbox on {self.db.path} is closed")

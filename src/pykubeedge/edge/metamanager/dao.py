@@ -35,8 +35,10 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from pykubeedge.core.constants import NULL_NAMESPACE, RESOURCE_SEP, ResourceType
-from pykubeedge.core.errors import StoreClosedError, StoreError
-from pykubeedge.edge.dbm import Database, Schema, snapshot
+from pykubeedge.core.errors import DecodeError, StoreError
+from pykubeedge.core.objects import uid_of
+from pykubeedge.core.resource import build_edge, parse_edge
+from pykubeedge.edge.dbm import DAO, Database, Schema, open_for, snapshot
 from pykubeedge.edge.metamanager.feed import DEFAULT_FEED_SIZE, Change, ChangeFeed, ChangeType
 from pykubeedge.edge.metamanager.resources import BY_PLURAL, BY_TYPE, V2Resource
 
@@ -99,17 +101,13 @@ class _Op:
 _WriteFn = Callable[[sqlite3.Connection, _Op], Any]
 
 
-class MetaStore:
+class MetaStore(DAO):
     """MetaManager's DAO. Open with :meth:`open`; one per database."""
 
-    def __init__(self, db: Database, feed: ChangeFeed, *, owns_db: bool) -> None:
+    def __init__(self, db: Database, feed: ChangeFeed, *, owns_db: bool = False) -> None:
         # Use MetaStore.open(); the constructor only sets fields.
-        self.db = db
+        super().__init__(db, owns_db=owns_db)
         self.feed = feed
-        self._owns_db = owns_db
-        self._closed = False
-
-    # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, db: Database | str | Path, *, feed_size: int = DEFAULT_FEED_SIZE,
@@ -121,41 +119,11 @@ class MetaStore:
 
         >>> store = await MetaStore.open(db)    # doctest: +SKIP
         """
-        owns = not isinstance(db, Database)
-        if isinstance(db, Database):
-            if options:
-                raise TypeError(f"options {sorted(options)} are for a database of its own")
-            database = db
-        else:
-            database = await Database.open(db, **options)
-        try:
-            await database.register(SCHEMA)
-            revision = await database.read(_stored_revision)
-        except BaseException:
-            if owns:
-                await database.close()
-            raise
+        database, owns, revision = await open_for(db, SCHEMA, load=_stored_revision,
+                                                  **options)
+        assert revision is not None
         log.info("meta store on %s at revision %d", database.path, revision)
         return cls(database, ChangeFeed(revision, feed_size), owns_db=owns)
-
-    async def close(self) -> None:
-        """Refuse further work; close the database if this store opened it (after its
-        queued writes are done)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_db:
-            await self.db.close()
-
-    async def __aenter__(self) -> MetaStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @property
-    def path(self) -> str:
-        return self.db.path
 
     @property
     def batches(self) -> int:
@@ -228,7 +196,7 @@ class MetaStore:
             raise StoreError(f"{key!r} is not a podpatch resource")
         text = _to_json_text(patch)
         pod_type = BY_TYPE[ResourceType.POD]
-        pod_key = RESOURCE_SEP.join((namespace, ResourceType.POD, name))
+        pod_key = build_edge(namespace, ResourceType.POD, name)
         fields = {k: _without_directives(v) for k, v in (status or {}).items()
                   if not k.startswith("$")}
 
@@ -249,7 +217,7 @@ class MetaStore:
             pod = _loads_or_none(found[0]) if found else None
             if not isinstance(pod, dict):
                 return op.revision
-            if uid and _uid_of(pod) not in ("", uid):
+            if uid and uid_of(pod) not in ("", uid):
                 return op.revision
             stored_status = pod.get("status")
             old_status = stored_status if isinstance(stored_status, dict) else {}
@@ -283,7 +251,7 @@ class MetaStore:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             if uid and row is not None:
                 stored = _loads_or_none(row[0])
-                if isinstance(stored, dict) and _uid_of(stored) not in ("", uid):
+                if isinstance(stored, dict) and uid_of(stored) not in ("", uid):
                     return DeleteOutcome.UID_MISMATCH
             removed = False
             for k, (namespace, rtype, name) in zip((key, *also), parts, strict=True):
@@ -317,7 +285,7 @@ class MetaStore:
         ['nginx', 'web']
         """
         if namespace and namespace != NULL_NAMESPACE:
-            prefix = f"{namespace}{RESOURCE_SEP}{resource_type}{RESOURCE_SEP}"
+            prefix = build_edge(namespace, resource_type) + RESOURCE_SEP
             sql = "SELECT value FROM meta WHERE key >= ? AND key < ? AND type = ? ORDER BY key"
             args: tuple[str, ...] = (prefix, _prefix_end(prefix), resource_type)
         else:
@@ -399,10 +367,6 @@ class MetaStore:
         self._check_open()
         return await self.db.read(fn)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError(f"meta store on {self.db.path} is closed")
-
 
 # -- helpers (writer and reader threads) ----------------------------------------------------
 
@@ -467,17 +431,14 @@ def _served_object(served: V2Resource, obj: dict[str, Any], revision: int) -> di
     return {**obj, "kind": served.kind, "apiVersion": served.api_version, "metadata": metadata}
 
 
-def _uid_of(obj: dict[str, Any]) -> str:
-    metadata = obj.get("metadata")
-    uid = metadata.get("uid") if isinstance(metadata, dict) else None
-    return uid if isinstance(uid, str) else ""
-
-
 def _split_key(key: str, resource_type: str | None) -> tuple[str, str, str]:
-    tokens = key.split(RESOURCE_SEP)
-    if len(tokens) == 3 and all(tokens):
-        return tokens[0], resource_type or tokens[1], tokens[2]
-    raise StoreError(f"store key {key!r} is not <namespace>/<type>/<name>")
+    try:
+        res = parse_edge(key)
+    except DecodeError as exc:
+        raise StoreError(f"store key {key!r}: {exc}") from None
+    if res.is_list:
+        raise StoreError(f"store key {key!r} is not <namespace>/<type>/<name>")
+    return res.namespace, resource_type or res.resource_type, res.name
 
 
 def _to_json_text(value: Any) -> str:

@@ -157,10 +157,14 @@ class NodeQueue:
         if not msg.resourceversion and not is_delete:
             self.dropped += 1
             return Pushed.DROPPED_NO_VERSION
-        if not is_delete:
-            for known in (self._pending.get(key), self._held.get(key), self._inflight_msg(key)):
-                if known is not None and not _supersedes(msg, known):
-                    return Pushed.DROPPED_STALE
+        for known in (self._pending.get(key), self._held.get(key), self._inflight_msg(key)):
+            if known is None:
+                continue
+            if is_delete:
+                if known.operation == Operation.DELETE:
+                    return Pushed.DROPPED_STALE  # that delete is on its way already
+            elif not _supersedes(msg, known):
+                return Pushed.DROPPED_STALE
         if key in self._held:  # newer, but the edge's backoff for this object still holds
             self._held[key] = msg
             return Pushed.QUEUED

@@ -21,9 +21,11 @@ import zlib
 from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.cloud.edgecontroller.location import LocationCache, Ref
 from pykubeedge.cloud.edgecontroller.upstream import Upstream, error_to
 from pykubeedge.cloud.synccontroller.controller import SyncController
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import (
     NULL_NAMESPACE,
     CloudGroup,
@@ -68,27 +70,34 @@ class EdgeController:
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
 
     def __init__(self, kube: KubeClient, sync: SyncController, *,
-                 cloudcore_address: str = "127.0.0.1") -> None:
+                 cloudcore_address: str = "127.0.0.1", clock: Clock = REAL_CLOCK) -> None:
         self.kube = kube
         self.sync = sync
+        self.clock = clock
         self.location = LocationCache()
         self.upstream = Upstream(kube, self.location, cloudcore_address=cloudcore_address)
         self._ctx: BeehiveContext | None = None
-        self.nodes = Informer(kube, NODES, self._on_node, label_selector=EDGE_NODE_LABEL)
-        self.configmaps = Informer(kube, CONFIGMAPS, self._on_configmap)
-        self.secrets = Informer(kube, SECRETS, self._on_secret)
-        self.pods = Informer(kube, PODS, self._on_pod, field_selector="spec.nodeName!=")
+        sleep = clock.sleep
+        self.nodes = Informer(kube, NODES, self._on_node, label_selector=EDGE_NODE_LABEL,
+                              sleep=sleep)
+        self.configmaps = Informer(kube, CONFIGMAPS, self._on_configmap, sleep=sleep)
+        self.secrets = Informer(kube, SECRETS, self._on_secret, sleep=sleep)
+        self.pods = Informer(kube, PODS, self._on_pod, field_selector="spec.nodeName!=",
+                             sleep=sleep)
         self.synced = asyncio.Event()
         self._queues = [asyncio.Queue[Message](UPSTREAM_QUEUE) for _ in range(UPSTREAM_WORKERS)]
         self.sent = 0
         self.skipped = 0
         self._reconciling: dict[str, asyncio.Task[None]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
         self._reconcile_again: set[str] = set()
         self._reconcile_full: set[str] = set()
 
     async def start(self, ctx: BeehiveContext) -> None:
         self._ctx = ctx
+        self._reconciling.clear()
         async with asyncio.TaskGroup() as tg:
+            self._tasks = tg
             for i, q in enumerate(self._queues):
                 tg.create_task(self._upstream_worker(q), name=f"edgecontroller-upstream-{i}")
             tg.create_task(self._receive(ctx), name="edgecontroller-receive")
@@ -262,7 +271,10 @@ class EdgeController:
             self._reconcile_soon(node)
 
     def _reconcile_soon(self, node: str, *, full: bool = False) -> None:
-        """Reconcile ``node`` in the background, once at a time per node (bounded by nodes)."""
+        """Reconcile ``node`` in the module's task group, once at a time per node (bounded
+        by nodes)."""
+        if self._tasks is None:
+            return
         if full:
             self._reconcile_full.add(node)
         running = self._reconciling.get(node)
@@ -283,7 +295,7 @@ class EdgeController:
                     break
             self._reconciling.pop(node, None)
 
-        self._reconciling[node] = asyncio.create_task(run(), name=f"reconcile-{node}")
+        self._reconciling[node] = self._tasks.create_task(run(), name=f"reconcile-{node}")
 
     async def _upstream_worker(self, q: asyncio.Queue[Message]) -> None:
         assert self._ctx is not None

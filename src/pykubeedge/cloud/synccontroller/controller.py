@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import CloudGroup, CloudModule, Operation
 from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotFound
 from pykubeedge.core.hubproto import object_uid, rv_newer
@@ -63,8 +65,11 @@ class SyncController:
     group = CloudGroup.SYNCCONTROLLER
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
 
-    def __init__(self, kube: KubeClient, *, writers: int = 4, max_pending: int = 100_000) -> None:
+    def __init__(self, kube: KubeClient, *, writers: int = 4, max_pending: int = 100_000,
+                 clock: Clock = REAL_CLOCK, retry_interval: float = 1.0) -> None:
         self.kube = kube
+        self.clock = clock
+        self.retry_interval = retry_interval
         self.records: dict[tuple[str, str], Record] = {}
         self._by_node: dict[str, set[str]] = defaultdict(set)
         self._dirty: OrderedDict[tuple[str, str], Record | _Delete] = OrderedDict()
@@ -218,7 +223,7 @@ class SyncController:
                     continue
                 log.warning("writing sync record %s failed: %s; retrying later", key, exc)
                 self._dirty.setdefault(key, value)
-                await asyncio.sleep(1.0)
+                await self.clock.sleep(self.retry_interval)
             finally:
                 self._busy.discard(key)
                 if self._dirty:

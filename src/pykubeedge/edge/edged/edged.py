@@ -24,6 +24,7 @@ import orjson
 
 from pykubeedge.beehive import BeehiveContext, HiveClosedError, RestartPolicy, RestartType
 from pykubeedge.core.backoff import Backoff
+from pykubeedge.core.clock import Sleep, TimeSource
 from pykubeedge.core.constants import (
     NULL_NAMESPACE,
     EdgeGroup,
@@ -64,7 +65,6 @@ from pykubeedge.edge.edged.runtime import (
     Runtime,
     RuntimeVersion,
 )
-from pykubeedge.edge.edged.timefmt import Clock, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Edged:
         register_backoff_cap: float = 7.0,
         root_dir: str = DEFAULT_ROOT_DIR,
         host_probe: Callable[[], Awaitable[HostInfo]] | None = None,
-        clock: Clock = time.time,
+        clock: TimeSource = time.time,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:

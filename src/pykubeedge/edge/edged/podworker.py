@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import orjson
 
+from pykubeedge.core.clock import Sleep, TimeSource
 from pykubeedge.core.constants import Operation, ResourceType
 from pykubeedge.core.objects import name_of, namespace_of, uid_of
 from pykubeedge.core.resource import build_edge
@@ -52,7 +53,6 @@ from pykubeedge.edge.edged.runtime import (
     SandboxConfig,
     SandboxState,
 )
-from pykubeedge.edge.edged.timefmt import Clock, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class WorkerDeps:
     meta: MetaClient
     fetch_object: ObjectFetcher
     host_ip: Callable[[], str]
-    clock: Clock
+    clock: TimeSource
     sleep: Sleep
     retry_interval: float = 10.0
     backoff_initial: float = BACKOFF_INITIAL

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pykubeedge.core import codec
 from pykubeedge.core.errors import DecodeError
@@ -44,6 +44,20 @@ SCHEMA: Final = Schema("edgehub", (
         rkey TEXT
     )""",
 ), migrate=_add_rkey)
+
+
+class MessageStore(Protocol):
+    """What EdgeHub needs of its outbox (:class:`Outbox`; a list in unit tests)."""
+
+    limit: int
+
+    def __len__(self) -> int: ...
+
+    async def put(self, msg: Message, *, replace: str | None = None) -> bool: ...
+
+    async def peek(self, n: int) -> list[tuple[int, Message | None]]: ...
+
+    async def delete_through(self, seq: int) -> None: ...
 
 
 def _count(conn: sqlite3.Connection) -> int:

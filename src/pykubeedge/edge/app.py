@@ -23,7 +23,7 @@ import typer
 import yaml
 
 from pykubeedge import __version__
-from pykubeedge.beehive import Hive
+from pykubeedge.beehive import Hive, Module
 from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.core.config import DEFAULT_EDGECORE_CONFIG, EdgeCoreConfig, load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
@@ -55,7 +55,9 @@ def runtime_endpoint(cfg: EdgeCoreConfig) -> str:
 
 
 def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
-    """The Runtime for ``containerRuntimeEndpoint``: ``fake://`` or a CRI socket (containerd)."""
+    """The Runtime for ``containerRuntimeEndpoint``: ``fake://`` or a CRI socket (containerd).
+
+    (mypy --strict checks here that both CRIRuntime and FakeRuntime implement Runtime.)"""
     endpoint = runtime_endpoint(cfg)
     if endpoint.startswith(FAKE_RUNTIME):
         log.warning("containers run in the in-memory fake runtime (%s): pods report Running "
@@ -91,7 +93,7 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             host, _, port = meta_cfg.metaServer.server.rpartition(":")
             metaserver = MetaServer(store, host=host or "127.0.0.1", port=int(port))
         hub = EdgeHub(EdgeHubSettings.from_config(cfg), outbox)
-        modules = [
+        modules: list[Module] = [
             hub,
             MetaManager(store, remote_query_timeout=meta_cfg.remoteQueryTimeout,
                         metaserver=metaserver),

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,8 @@ class LocalUp:
 
     async def stop(self) -> None:
         """Stop everything, each step even if one before it failed."""
-        steps = [proc.stop for proc in (self.edgecore, self.cloudcore) if proc is not None]
+        steps: list[Callable[[], Awaitable[object]]] = [
+            proc.stop for proc in (self.edgecore, self.cloudcore) if proc is not None]
         if self.containerd is not None:
             steps.append(self.containerd.stop)  # removes the pods' sandboxes through CRI first
         if self.kube is not None:

@@ -121,12 +121,12 @@ class Informer:
         if self.synced.is_set():
             self.relists += 1
         # Diff against what the handler has already seen.
-        for key, old in list(self.store.items()):
+        for key, gone in list(self.store.items()):
             if key not in fresh:
                 del self.store[key]
-                await self.handler(InformerEvent(DELETED, old))
+                await self.handler(InformerEvent(DELETED, gone))
         for key, obj in fresh.items():
-            old = self.store.get(key)
+            old: Obj | None = self.store.get(key)
             if old is not None and _uid(old) != _uid(obj):
                 # Deleted and created again while we were blind: two events, not a change.
                 del self.store[key]

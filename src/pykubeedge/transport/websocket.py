@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
-from aiohttp import WSMessage, WSMsgType
+from aiohttp import WSMsgType
+from aiohttp.http_websocket import WSMessageNoDecodeText
 
 
 class WebSocket(Protocol):
-    """One end of a WebSocket connection."""
+    """One end of a WebSocket connection (opened with ``decode_text=False``: TEXT frames
+    carry bytes)."""
 
     @property
     def closed(self) -> bool: ...
@@ -33,7 +35,7 @@ class WebSocket(Protocol):
 
     def exception(self) -> BaseException | None: ...
 
-    def __aiter__(self) -> AsyncIterator[WSMessage]: ...
+    def __aiter__(self) -> AsyncIterator[WSMessageNoDecodeText]: ...
 
 
 Dial = Callable[[str, Mapping[str, str]], Awaitable[WebSocket]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -90,7 +91,7 @@ class NodeSession:
     async def run(self) -> None:
         """Serve the connection until it closes, the keepalive lapses or we are cancelled.
         What was in flight goes back to the queue for the next connection."""
-        self.task = asyncio.current_task()  # type: ignore[assignment]
+        self.task = asyncio.current_task()
         self.wake()  # send what waited for this node, and arm the keepalive deadline
         try:
             await self._read_loop()
@@ -145,10 +146,10 @@ class NodeSession:
                                  "binary frames are not supported: send JSON text frames")
                 return
             elif frame.type == WSMsgType.ERROR:
-                exc = self.ws.exception()
-                self.close_reason = self.close_reason or f"transport error: {exc}"
-                if "too big" in str(exc).lower() or "size" in str(exc).lower():
-                    log.warning("node %s sent an oversized frame: %s", self.node_id, exc)
+                error = self.ws.exception()
+                self.close_reason = self.close_reason or f"transport error: {error}"
+                if "too big" in str(error).lower() or "size" in str(error).lower():
+                    log.warning("node %s sent an oversized frame: %s", self.node_id, error)
                 return
 
     async def _write_loop(self) -> None:
@@ -165,8 +166,8 @@ class NodeSession:
                                 self.node_id, self.keepalive.interval)
                     await self.close(WSCloseCode.POLICY_VIOLATION, "keepalive timeout")
                     return
-                for msg in q.due(now):
-                    await self._write(msg)
+                for due in q.due(now):
+                    await self._write(due)
                 while (msg := q.next(now)) is not None:
                     await self._write(msg)
                 if not q.inflight:
@@ -176,8 +177,9 @@ class NodeSession:
                 nxt = q.next_deadline()
                 if nxt is not None:
                     deadline = min(deadline, nxt)
-                wakeup = self._wakeup = loop.create_future()
-                timer = clock.call_at(deadline + 0.001, lambda w=wakeup: _resolve(w))
+                wakeup: asyncio.Future[None] = loop.create_future()
+                self._wakeup = wakeup
+                timer = clock.call_at(deadline + 0.001, functools.partial(_resolve, wakeup))
                 try:
                     await wakeup
                 finally:

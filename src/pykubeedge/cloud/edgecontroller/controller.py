@@ -8,7 +8,7 @@ records) are not sent again, so a cloudcore restart does not resend the world. A
 *reconciled* (everything newer than its records sent, deletes for what is gone) when cloudcore
 starts and whenever the node connects.
 
-    ec = EdgeController(kube, sync)
+    ec = EdgeController(kube, sync)      # sync: the ObjectSync records (SyncController)
     hive.add_module(ec)
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.cloud.common.objectsync import SyncRecords
 from pykubeedge.cloud.edgecontroller.location import LocationCache, Ref
 from pykubeedge.cloud.edgecontroller.upstream import Upstream, error_to
-from pykubeedge.cloud.synccontroller.controller import SyncController
 from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import (
     NULL_NAMESPACE,
@@ -69,7 +69,7 @@ class EdgeController:
     group = CloudGroup.EDGECONTROLLER
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
 
-    def __init__(self, kube: KubeClient, sync: SyncController, *,
+    def __init__(self, kube: KubeClient, sync: SyncRecords, *,
                  cloudcore_address: str = "127.0.0.1", clock: Clock = REAL_CLOCK) -> None:
         self.kube = kube
         self.sync = sync

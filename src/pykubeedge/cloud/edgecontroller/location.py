@@ -101,7 +101,7 @@ class LocationCache:
 
     def node_uses(self, node: str, kind: str, namespace: str, name: str) -> bool:
         counts = self._ref_count.get((kind, namespace, name))
-        return bool(counts) and counts.get(node, 0) > 0
+        return counts is not None and counts.get(node, 0) > 0
 
     def refs_of(self, node: str) -> set[Ref]:
         return {r for r, counts in self._ref_count.items() if counts.get(node, 0) > 0}

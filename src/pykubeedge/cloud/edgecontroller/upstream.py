@@ -262,7 +262,8 @@ class Upstream:
             raise NotAllowed(f"no pod on node {node} runs as serviceaccount "
                              f"{res.namespace}/{res.name}")
         request = _json_content(msg) if msg.content not in (None, "") else {}
-        spec = request.get("spec") if isinstance(request.get("spec"), dict) else {}
+        spec = request.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
         bound = spec.get("boundObjectRef")
         if isinstance(bound, dict) and bound.get("kind") == "Pod":
             await self._own_pod(node, res.namespace, str(bound.get("name")))

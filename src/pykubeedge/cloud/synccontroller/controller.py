@@ -23,6 +23,7 @@ from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.cloud.common.objectsync import KIND_OF_TYPE, Record
 from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import CloudGroup, CloudModule, Operation
 from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotFound
@@ -34,33 +35,15 @@ from pykubeedge.kube.resources import CLUSTEROBJECTSYNCS, OBJECTSYNCS
 
 log = logging.getLogger(__name__)
 
-KIND_OF_TYPE = {"pod": "Pod", "configmap": "ConfigMap", "secret": "Secret", "node": "Node"}
-
-
-@dataclass
-class Record:
-    node: str
-    uid: str
-    namespace: str | None  # None: cluster-scoped (ClusterObjectSync)
-    kind: str
-    name: str
-    rv: str  # "0" until the first ACK
-
-    @property
-    def resource_name(self) -> str:
-        return f"{self.node}.{self.uid}"
-
-    @property
-    def resource_type(self) -> str:
-        return self.kind.lower()
-
-
 @dataclass(frozen=True)
 class _Delete:
     record: Record
 
 
 class SyncController:
+    """The ``synccontroller`` module; it implements :class:`~..common.objectsync.SyncRecords`
+    for the other controllers."""
+
     name = CloudModule.SYNCCONTROLLER
     group = CloudGroup.SYNCCONTROLLER
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)

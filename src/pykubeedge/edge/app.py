@@ -30,7 +30,8 @@ from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
 from pykubeedge.edge.dbm import Database
 from pykubeedge.edge.edged.cri import DEFAULT_ENDPOINT, CRIRuntime
 from pykubeedge.edge.edged.edged import Edged
-from pykubeedge.edge.edged.runtime import FakeRuntime, Runtime
+from pykubeedge.edge.edged.fake import FakeRuntime
+from pykubeedge.edge.edged.runtime import Runtime
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
@@ -104,10 +105,11 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
         for module in modules:
             hive.add_module(module)
         await stack.enter_async_context(hive)
+        background = await stack.enter_async_context(asyncio.TaskGroup())
         if cfg.modules.edgeHub.rotateCertificates:
             rotator = CertRotator(cfg, on_rotated=hub.reconnect)
-            task = asyncio.create_task(rotator.run(), name="cert-rotation")
-            stack.callback(task.cancel)
+            rotation = background.create_task(rotator.run(), name="cert-rotation")
+            stack.callback(rotation.cancel)  # runs first on exit; the task group waits for it
         log.info("edgecore %s for node %s: CloudHub %s, database %s%s", __version__, node,
                  cfg.modules.edgeHub.websocket.server, db,
                  f", MetaServer {metaserver.url}" if metaserver else "")

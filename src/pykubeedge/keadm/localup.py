@@ -30,8 +30,9 @@ from pykubeedge.core.config import CloudCoreConfig, EdgeCoreConfig
 from pykubeedge.core.errors import ControlPlaneError, KubeError
 from pykubeedge.devcluster.binaries import Tier
 from pykubeedge.devcluster.cluster import DevCluster
+from pykubeedge.devcluster.containerd import PrivateContainerd
+from pykubeedge.devcluster.localimages import build_local_images
 from pykubeedge.devcluster.process import ManagedProcess, free_port
-from pykubeedge.edge.edged.cri import PrivateContainerd, build_local_images
 from pykubeedge.edge.edgehub.certificate import bootstrap
 from pykubeedge.keadm.join import edgecore_config_for_join
 from pykubeedge.kube.client import KubeClient

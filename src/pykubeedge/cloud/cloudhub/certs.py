@@ -13,7 +13,7 @@ ends with the same CA, and tokens and edge certificates work whichever replica a
     pki = await ensure_ca_and_server_cert(kube, cfg.modules.cloudHub)
     tokens = TokenManager(kube, pki, refresh_hours=cfg.modules.cloudHub.tokenRefreshDuration)
     await tokens.refresh()                 # kubeedge/tokensecret now holds a fresh token
-    task = asyncio.create_task(tokens.run())
+    task_group.create_task(tokens.run())   # in cloudcore's scope, until it stops
 """
 
 from __future__ import annotations

@@ -193,8 +193,10 @@ class CloudHub:
     def deliver(self, node_id: str, msg: Message) -> Pushed:
         """Queue an edge-form message for ``node_id`` and wake its writer."""
         result = self.queue_for(node_id).push(msg, self.clock.monotonic())
-        if result is not Pushed.QUEUED:
-            log.debug("node %s: %s %s", node_id, result.value, msg)
+        if result is Pushed.DROPPED_STALE:
+            log.debug("node %s: %s %s", node_id, result.value, msg)  # a newer one is queued
+        elif result is not Pushed.QUEUED:
+            log.warning("node %s: %s not sent: %s", node_id, msg, result.value)
         session = self.sessions.get(node_id)
         if session is not None:
             session.wake()
@@ -319,8 +321,11 @@ class CloudHub:
                           resource=node_resource(node_id), operation=event,
                           content={"event_type": event, "timestamp": int(self.clock.time()),
                                    "client_id": node_id})
-        with contextlib.suppress(Exception):
+        try:
             await self._ctx.send_to_group(CloudGroup.EDGECONTROLLER, msg)
+        except Exception as exc:
+            log.warning("node %s %s: the event did not reach the controllers: %r", node_id,
+                        event, exc)
 
     # -- upstream: edge -> controllers -------------------------------------------------------
 

@@ -15,7 +15,6 @@ starts and whenever the node connects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from typing import Any
@@ -306,8 +305,11 @@ class EdgeController:
             except Exception as exc:  # a bug must not take the worker down, nor hang the edge
                 log.exception("failed to handle %s", msg)
                 reply = error_to(msg, f"cloudcore failed to handle the request: {exc}")
-            with contextlib.suppress(Exception):
+            try:
                 await self._ctx.send(CloudModule.CLOUDHUB, reply)
+            except Exception as exc:  # (the hive is closing) never silently
+                log.warning("reply %s to node %s not sent: %r", reply.operation, msg.resource,
+                            exc)
             if self.synced.is_set() and _registered(msg, reply):
                 # The node registered: edgecore started, maybe on a new or wiped database.
                 self._reconcile_soon(node_of(msg.resource), full=True)

@@ -12,7 +12,7 @@ reconnect with the new one.
 
     paths = await bootstrap(edge_cfg)              # no-op when the certificate is good
     rotator = CertRotator(edge_cfg, on_rotated=hub.reconnect)
-    task = asyncio.create_task(rotator.run())
+    task_group.create_task(rotator.run())   # in edgecore's scope, until it stops
 """
 
 from __future__ import annotations

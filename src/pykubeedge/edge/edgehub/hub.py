@@ -288,8 +288,10 @@ class EdgeHub:
             event = new_message(source=Source.EDGEHUB, group=group,
                                 resource=ResourceType.NODE_CONNECTION,
                                 operation=Operation.CONNECT, content=content)
-            with contextlib.suppress(Exception):
+            try:
                 await ctx.send_to_group(group, event)
+            except Exception as exc:
+                log.warning("%s not told to group %s: %r", content, group, exc)
 
     # -- edge modules -> cloud -----------------------------------------------------------------
 
@@ -320,8 +322,9 @@ class EdgeHub:
                 kept = False
             if not kept:
                 log.error("outbox full (%d) or failing; refusing %s", self.outbox.limit, msg)
-                if self._ctx is not None and msg.sync:
-                    self._ctx.respond(error_message(msg, "edgehub outbox is full"))
+                if self._ctx is not None and msg.sync and not self._ctx.respond(
+                        error_message(msg, "edgehub outbox is full")):
+                    log.warning("nobody waits any more for the refusal of %s", msg)
 
     async def _throttle(self) -> None:
         now = self.clock.monotonic()

@@ -24,7 +24,6 @@ changes nothing; no message can stop the module::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -501,7 +500,7 @@ class MetaManager:
         ctx = self._require_ctx()
         if request.sync:
             if not ctx.respond(reply):
-                log.debug("nobody waits any more for the reply to %s", request)
+                log.info("reply to %s not delivered: nobody waits for it any more", request)
             return
         if request.source in CLOUD_ONLY_SOURCES:
             await self._send(self.send_module, reply)
@@ -513,8 +512,10 @@ class MetaManager:
     async def _reply_error(self, request: Message, reason: str) -> None:
         if request.operation in (Operation.RESPONSE, Operation.ERROR):
             return  # never answer an answer
-        with contextlib.suppress(HiveClosedError):
+        try:
             await self._reply(request, error_from_meta(request, reason))
+        except HiveClosedError:
+            log.info("error reply to %s not sent (shutting down): %s", request, reason)
 
     async def _send(self, module: str, msg: Message) -> None:
         try:

@@ -43,6 +43,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Obj]] = {}
         self.writes: list[tuple[str, str, str]] = []  # (verb, plural, key)
+        self.reads: list[tuple[str, str]] = []  # (plural, key) of every get
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
         self._watchers: dict[str, list[asyncio.Queue[Obj]]] = {}
@@ -63,7 +64,9 @@ class FakeKube:
 
     async def get(self, res: Resource, name: str, *, namespace: str | None = None,
                   subresource: str | None = None) -> Obj:
-        obj = self._store(res).get(self._key(res, name, namespace))
+        key = self._key(res, name, namespace)
+        self.reads.append((res.plural, key))
+        obj = self._store(res).get(key)
         if obj is None:
             raise NotFound(f'{res.plural} "{name}" not found', status=404, reason="NotFound")
         return copy.deepcopy(obj)
@@ -113,6 +116,14 @@ class FakeKube:
         current = self._store(res).get(key)
         if current is None:
             raise NotFound(f'{res.plural} "{name}" not found', status=404, reason="NotFound")
+        want = (patch.get("metadata") or {}).get("uid") if isinstance(patch, dict) else None
+        if want and want != current["metadata"]["uid"]:
+            message = (f"Precondition failed: UID in precondition: {want}, UID in object "
+                       f"meta: {current['metadata']['uid']}")
+            raise Conflict(message, status=409, reason="Conflict", body={
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": "Conflict",
+                "details": {"name": name, "kind": res.plural}, "code": 409})
         obj = self._bump(_merge(current, patch))
         self._store(res)[key] = obj
         self.writes.append((f"patch{'/' + subresource if subresource else ''}", res.plural,

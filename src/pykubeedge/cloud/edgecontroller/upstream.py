@@ -42,6 +42,7 @@ OBJECT_RESP: Final = frozenset({
     ("lease", Operation.INSERT), ("lease", Operation.UPDATE), ("lease", Operation.QUERY),
 })
 """Requests upstream answers with an ``ObjectResp`` (``core.content.object_reply``)."""
+_POD_IDENTITY: Final = ("name", "namespace", "uid", "resourceVersion")
 _PLURALS: Final = {"node": NODES.plural, "nodepatch": NODES.plural, "podpatch": PODS.plural,
                    "lease": LEASES.plural}
 RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
@@ -72,6 +73,21 @@ def _status_only(patch: dict[str, Any]) -> dict[str, Any]:
     if uid:
         out["metadata"] = {"uid": uid}
     return out
+
+
+def pod_status_view(pod: dict[str, Any]) -> dict[str, Any]:
+    """What the edge needs back from a pod status patch: the Pod's identity, resourceVersion
+    and status (kubelet's status manager reads no more), not its spec or managed fields.
+
+    >>> pod_status_view({"metadata": {"name": "web", "managedFields": []}, "spec": {},
+    ...                  "status": {"phase": "Running"}})
+    {'apiVersion': 'v1', 'kind': 'Pod', 'metadata': {'name': 'web'}, 'status': {'phase': 'Running'}}
+    """
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {k: meta[k] for k in _POD_IDENTITY if k in meta},
+            "status": pod.get("status") or {}}
 
 
 def _restricted(label: str) -> bool:
@@ -188,28 +204,33 @@ class Upstream:
 
     # -- pods ----------------------------------------------------------------------------------
 
-    async def _own_pod(self, node: str, namespace: str, name: str) -> dict[str, Any]:
-        try:
-            pod = await self.kube.get(PODS, name, namespace=namespace)
-        except NotFound:
-            raise NotAllowed(f"pod {namespace}/{name} does not exist") from None
-        bound = (pod.get("spec") or {}).get("nodeName")
+    def _own_pod(self, node: str, namespace: str, name: str) -> str:
+        """The UID of pod ``namespace/name`` if it is bound to ``node``, from the location
+        cache the pod informer keeps (no API call); else :class:`NotAllowed`."""
+        place = self.location.pod_node(namespace, name)
+        if place is None:
+            raise NotAllowed(f"pod {namespace}/{name} does not exist")
+        bound, uid = place
         if bound != node:
             raise NotAllowed(f"pod {namespace}/{name} is bound to {bound!r}, not to {node}")
-        return pod
+        return uid
 
     async def _patch_pod_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         patch = _status_only(_json_content(msg))
-        pod = await self._own_pod(node, res.namespace, res.name)
+        uid = self._own_pod(node, res.namespace, res.name)
         want_uid = uid_of(patch)
-        if want_uid and want_uid != uid_of(pod):
+        if want_uid and want_uid != uid:
             raise NotAllowed(f"pod {res.namespace}/{res.name} has another UID now "
-                             f"({uid_of(pod)}), not {want_uid}")
-        return await self.kube.patch_status(PODS, res.name, patch, namespace=res.namespace)
+                             f"({uid}), not {want_uid}")
+        # The UID goes in as a precondition either way: if the pod was replaced since the
+        # cache saw it, the API server refuses instead of patching the new incarnation.
+        patch["metadata"] = {"uid": uid}
+        updated = await self.kube.patch_status(PODS, res.name, patch, namespace=res.namespace)
+        return pod_status_view(updated)
 
     async def _delete_pod(self, node: str, res: CloudResource, msg: Message) -> Any:
         """The edge has stopped a terminating pod: finish its deletion (as kubelet does)."""
-        pod = await self._own_pod(node, res.namespace, res.name)
+        known_uid = self._own_pod(node, res.namespace, res.name)
         content = msg.content
         if isinstance(content, str | bytes):
             content = _json_content(msg)
@@ -217,7 +238,7 @@ class Upstream:
         # Edged sends DeleteOptions {"preconditions": {"uid"}} as upstream; a Pod works too.
         preconditions = content.get("preconditions")
         uid = ((preconditions.get("uid") if isinstance(preconditions, dict) else None)
-               or uid_of(content) or uid_of(pod))
+               or uid_of(content) or known_uid)
         with contextlib.suppress(NotFound):
             await self.kube.delete(PODS, res.name, namespace=res.namespace, uid=uid,
                                    grace_period_seconds=0)
@@ -266,7 +287,7 @@ class Upstream:
         spec = spec if isinstance(spec, dict) else {}
         bound = spec.get("boundObjectRef")
         if isinstance(bound, dict) and bound.get("kind") == "Pod":
-            await self._own_pod(node, res.namespace, str(bound.get("name")))
+            self._own_pod(node, res.namespace, str(bound.get("name")))
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         return await self.kube.request(
             "POST", SERVICEACCOUNTS.path(res.namespace, res.name, "token"), body=body)
@@ -283,7 +304,7 @@ class Upstream:
         elif kind == "Pod":
             if (involved.get("namespace") or res.namespace) != res.namespace:
                 raise NotAllowed("an event must be in its pod's namespace")
-            await self._own_pod(node, res.namespace, str(name))
+            self._own_pod(node, res.namespace, str(name))
         else:
             raise NotAllowed(f"node {node} may only report events of itself and its pods")
         event.setdefault("metadata", {})["namespace"] = res.namespace

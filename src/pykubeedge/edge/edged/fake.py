@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from pykubeedge.core.clock import TimeSource
 from pykubeedge.edge.edged.runtime import (
     CapacityError,
     ContainerRuntimeError,
@@ -85,7 +86,7 @@ class FakeRuntime:
         self,
         *,
         scripts: Mapping[str, ContainerScript] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: TimeSource = time.time,
         max_sandboxes: int = 1024,
         max_containers: int = 4096,
         stop_exit_code: int = 0,

@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from pykubeedge.core.constants import NULL_NAMESPACE, RESOURCE_SEP, ResourceType
+from pykubeedge.core.content import maybe_json
 from pykubeedge.core.errors import DecodeError, StoreError
 from pykubeedge.core.objects import uid_of
 from pykubeedge.core.resource import build_edge, parse_edge
@@ -451,6 +452,7 @@ def _to_json_text(value: Any) -> str:
 
 
 def _loads_or_none(text: str | bytes | None) -> Any | None:
+    """Parsed JSON, or None when a row is not JSON."""
     if text is None:
         return None
     try:
@@ -459,14 +461,8 @@ def _loads_or_none(text: str | bytes | None) -> Any | None:
         return None
 
 
-def _loads_lenient(text: str | bytes | None) -> Any | None:
-    """Parsed JSON, or the text itself when a row (written by someone else) is not JSON."""
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
+# Parsed JSON, or the text itself when a row (written by someone else) is not JSON.
+_loads_lenient = maybe_json
 
 
 def _prefix_end(prefix: str) -> str:

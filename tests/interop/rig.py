@@ -27,6 +27,7 @@ import yaml
 
 from pykubeedge.core.errors import ControlPlaneError
 from pykubeedge.devcluster import manifests
+from pykubeedge.devcluster.containerd import PrivateContainerd
 from pykubeedge.devcluster.kubeedge import KubeEdgeBinaries, crd_files, ensure_kubeedge
 from pykubeedge.devcluster.kubeedge_config import (
     CloudPeer,
@@ -36,8 +37,8 @@ from pykubeedge.devcluster.kubeedge_config import (
     edgecore_config,
 )
 from pykubeedge.devcluster.kubeedge_mountns import PrivateMounts
+from pykubeedge.devcluster.localimages import PAUSE_IMAGE, build_local_images
 from pykubeedge.devcluster.process import ManagedProcess, free_port
-from pykubeedge.edge.edged.cri import PAUSE_IMAGE, PrivateContainerd, build_local_images
 from pykubeedge.keadm.localup import LocalUp, poll
 
 Side = Literal["ours", "upstream"]

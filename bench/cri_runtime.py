@@ -18,7 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
-from pykubeedge.edge.edged.cri import CRIRuntime, PrivateContainerd, build_local_images
+from pykubeedge.devcluster.containerd import PrivateContainerd
+from pykubeedge.devcluster.localimages import build_local_images
+from pykubeedge.edge.edged.cri import CRIRuntime
 from pykubeedge.edge.edged.runtime import ContainerSpec, SandboxConfig
 
 

@@ -37,12 +37,10 @@ import logging
 import os
 import platform
 import signal
-import sqlite3
 import ssl
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -56,8 +54,8 @@ from pykubeedge.core import codec
 from pykubeedge.core.config import DEFAULT_PROJECT_ID
 from pykubeedge.core.constants import Content, Operation
 from pykubeedge.core.message import new_message, response
-from pykubeedge.edge.edgehub import outbox as outbox_mod
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
+from pykubeedge.edge.edgehub.outbox import Outbox
 from pykubeedge.transport import certs
 from pykubeedge.transport.tls import client_context
 
@@ -341,7 +339,7 @@ class RealEdge:
     """An EdgeHub (the real module) in its own Hive with AckingMeta, an Outbox on SQLite."""
 
     def __init__(self, pki: BenchPKI, node: str, port: int, workdir: Path,
-                 executor: ThreadPoolExecutor, *, qps: float, burst: int,
+                 *, qps: float, burst: int,
                  reconnect_initial: float | None, reconnect_cap: float | None) -> None:
         self.node = node
         self.dir = workdir / node
@@ -355,27 +353,16 @@ class RealEdge:
             node_name=node, server=f"127.0.0.1:{port}", project_id=DEFAULT_PROJECT_ID,
             heartbeat=15, message_qps=qps, message_burst=burst, ca_file=ca, cert_file=cert,
             key_file=key, **extra)
-        self.executor = executor
         self.meta = AckingMeta()
         self.hub: EdgeHub | None = None
         self.hive: Hive | None = None
-        self.conn: sqlite3.Connection | None = None
+        self.outbox: Outbox | None = None
 
     async def start(self) -> None:
-        # Outbox.open would start one SQLite thread per edge (right for one edgecore per
-        # machine); the simulator shares one thread between its edges instead.
-        path = self.dir / "edgecore.db"
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(outbox_mod._SCHEMA)
-            return conn
-
-        self.conn = await asyncio.get_running_loop().run_in_executor(self.executor, connect)
-        box = outbox_mod.Outbox(self.conn, self.executor, outbox_mod.DEFAULT_LIMIT)
-        self.hub = EdgeHub(self.settings, box)
+        # Each edge has its own edgecore.db, as on a real node; reads go to its writer thread
+        # (readers=0), so the simulator runs one SQLite thread per edge, not two.
+        self.outbox = await Outbox.open(self.dir / "edgecore.db", readers=0)
+        self.hub = EdgeHub(self.settings, self.outbox)
         self.hive = Hive()
         self.hive.add_module(self.hub)
         self.hive.add_module(self.meta)
@@ -385,9 +372,9 @@ class RealEdge:
         if self.hive is not None:
             hive, self.hive = self.hive, None
             await hive.__aexit__(None, None, None)
-        if self.conn is not None:
-            conn, self.conn = self.conn, None
-            await asyncio.get_running_loop().run_in_executor(self.executor, conn.close)
+        if self.outbox is not None:
+            box, self.outbox = self.outbox, None
+            await box.close()
 
 
 class EdgeFleet:
@@ -395,8 +382,7 @@ class EdgeFleet:
 
     def __init__(self, pki: BenchPKI, prefix: str, count: int, port: int, workdir: Path,
                  **edge_kw: Any) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-outbox")
-        self.edges = [RealEdge(pki, f"{prefix}-{i:05d}", port, workdir, self.executor, **edge_kw)
+        self.edges = [RealEdge(pki, f"{prefix}-{i:05d}", port, workdir, **edge_kw)
                       for i in range(count)]
 
     @property
@@ -427,7 +413,6 @@ class EdgeFleet:
                                      return_exceptions=True)
         finally:
             nudger.cancel()
-        self.executor.shutdown(wait=True)
 
 
 async def _recancel_keepalives(hubs: set[int], period: float = 0.5, rounds: int = 600) -> None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian machine (run as root, or with sudo available):
-# system packages, the Python package with its test tools, and the control-plane binaries
-# (built once from the Go module proxy and cached in ~/.cache/pykubeedge). Idempotent: a second
-# run takes seconds.
+# system packages, the Python package with its test tools, the control-plane binaries and
+# upstream KubeEdge's edgecore and cloudcore (all built once from the Go module proxy and cached
+# in ~/.cache/pykubeedge). Idempotent: a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
 for pkg in containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients \
-           iptables iproute2; do
+           iptables iproute2 gcc libc6-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
@@ -27,3 +27,5 @@ PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-chec
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 echo "==> control plane binaries (cached after the first build)"
 python3 -m pykubeedge.devcluster build --tier full --quiet
+echo "==> upstream KubeEdge v1.23.1 edgecore and cloudcore, the peers of tests/interop (cached)"
+python3 -m pykubeedge.devcluster build-kubeedge --quiet

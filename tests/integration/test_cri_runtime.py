@@ -20,16 +20,12 @@ from typing import Any
 
 import pytest
 
+from pykubeedge.devcluster.containerd import PrivateContainerd
+from pykubeedge.devcluster.localimages import BUSYBOX_IMAGES, PAUSE_IMAGE, build_local_images
 from pykubeedge.edge.edged import ContainerSpec, ContainerState, Edged, HostInfo, SandboxState
-from pykubeedge.edge.edged.cri import (
-    BUSYBOX_IMAGES,
-    PAUSE_IMAGE,
-    CRIRuntime,
-    PrivateContainerd,
-    build_local_images,
-)
-from pykubeedge.edge.edged.cri.remote import pod_log_dir
+from pykubeedge.edge.edged.cri import CRIRuntime
 from pykubeedge.edge.edged.runtime import Mount, PodSandboxStatus, SandboxConfig
+from pykubeedge.edge.edged.volumes import pod_log_dir
 from tests.conftest import eventually
 from tests.unit.edge.edged.harness import (
     NODE,

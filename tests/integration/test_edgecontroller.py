@@ -195,7 +195,7 @@ async def test_registration_strips_then_patches_restricted_labels(kube: KubeClie
             "status": {"conditions": [{"type": "Ready", "status": "True",
                                        "reason": "KubeletReady", "message": "ok"}]}}
         reply = await ask(ec, hub, edge_msg(node, "insert", f"null/node/{node}", body))
-        assert reply.operation == "response" and reply.content["Err"] == ""
+        assert reply.operation == "response" and reply.content["Err"] is None
         got = await kube.get(NODES, node)
         assert got["metadata"]["labels"]["node-role.kubernetes.io/edge"] == ""
         assert got["metadata"]["annotations"]["cloudcore"] == "127.0.0.1"

@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
@@ -24,6 +24,7 @@ from pykubeedge.beehive.errors import HiveClosedError, UnknownModuleError
 from pykubeedge.beehive.mailbox import Mailbox
 from pykubeedge.beehive.module import Module
 from pykubeedge.beehive.policy import RestartPolicy
+from pykubeedge.core.clock import Sleep, TimeSource
 from pykubeedge.core.message import Message
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ DEFAULT_QUEUE_SIZE: Final = 1024
 DEFAULT_SYNC_TIMEOUT: Final = 30.0
 """Seconds ``send_sync`` waits by default, as upstream."""
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 StoppedHook = Callable[[str, BaseException | None], None]
 
 
@@ -59,7 +58,7 @@ class Hive:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         sync_timeout: float = DEFAULT_SYNC_TIMEOUT,
-        clock: Clock = time.monotonic,
+        clock: TimeSource = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         on_module_stopped: StoppedHook | None = None,
     ) -> None:

@@ -9,7 +9,6 @@ DeviceController and SyncController in one process, wired from cloudcore.yaml.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -106,33 +105,38 @@ async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
                     max_waiting=dc_cfg.buffer.updateDeviceTwins
                     + dc_cfg.buffer.updateDeviceStatus))
         async with CertHTTPServer(pki, hub_cfg), hive:
-            refresher = asyncio.create_task(tokens.run(), name="token-refresh")
-            try:
-                await _first(hub.ready.wait(), stop.wait())
-                if not hub.ready.is_set():
-                    raise ConfigError("cloudcore could not start: " + "; ".join(failed))
-                log.info("cloudcore is up: CloudHub wss on %s:%d, certificates on https %s:%d",
-                         hub.host, hub.port, hub_cfg.https.address, hub_cfg.https.port)
-                if ready is not None:
-                    ready.set()
-                await stop.wait()
-                if failed:
-                    raise ConfigError("cloudcore stopped: " + "; ".join(failed))
-                log.info("cloudcore stopping")
-            finally:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+            refusal = ""
+            async with asyncio.TaskGroup() as background:
+                refresher = background.create_task(tokens.run(), name="token-refresh")
+                try:
+                    await _first(hub.ready.wait(), stop.wait())
+                    if not hub.ready.is_set():
+                        refusal = "cloudcore could not start: " + "; ".join(failed)
+                    else:
+                        log.info("cloudcore is up: CloudHub wss on %s:%d, certificates on "
+                                 "https %s:%d", hub.host, hub.port, hub_cfg.https.address,
+                                 hub_cfg.https.port)
+                        if ready is not None:
+                            ready.set()
+                        await stop.wait()
+                        if failed:
+                            refusal = "cloudcore stopped: " + "; ".join(failed)
+                        log.info("cloudcore stopping")
+                finally:
+                    refresher.cancel()  # the task group waits for it
+            if refusal:  # raised outside the task group: one error, not an ExceptionGroup
+                raise ConfigError(refusal)
 
 
 async def _first(*aws: Any) -> None:
-    """Wait until the first of ``aws`` finishes; cancel the others."""
+    """Wait until the first of ``aws`` finishes; cancel the others and wait for them."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def setup_logging(verbose: bool) -> None:

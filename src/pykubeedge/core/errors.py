@@ -78,6 +78,14 @@ class ServerError(KubeError):
     """5xx: the API server failed."""
 
 
+class StoreError(PyKubeEdgeError):
+    """A database operation failed (SQLite error, unserializable value, database closed)."""
+
+
+class StoreClosedError(StoreError):
+    """The database, or the module's store on it, is closed."""
+
+
 class TokenError(PyKubeEdgeError):
     """A join token is malformed, expired or not signed by this cloudcore's CA."""
 

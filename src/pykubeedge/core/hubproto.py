@@ -23,10 +23,11 @@ import heapq
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
 
 from pykubeedge.core.constants import Operation
 from pykubeedge.core.message import Message
+from pykubeedge.core.objects import uid_of
+from pykubeedge.core.resource import resource_type_of
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def needs_ack(msg: Message) -> bool:
     if msg.operation in (Operation.RESPONSE, Operation.ERROR):
         return False  # responses ("OK" or an error or an object) are never ACKed
     if msg.source == "edgecontroller":
-        rtype = _resource_type(res)
+        rtype = resource_type_of(res)
         if rtype == "node" and msg.operation != Operation.UPDATE:
             return False
         if rtype in _EDGECONTROLLER_NOACK_TYPES:
@@ -71,23 +72,9 @@ def needs_ack(msg: Message) -> bool:
     return True
 
 
-def _resource_type(resource: str) -> str:
-    parts = resource.split("/")
-    if parts[0] == "node" and len(parts) >= 4:
-        return parts[3]
-    return parts[1] if len(parts) >= 2 else ""
-
-
 def object_uid(msg: Message) -> str | None:
     """The UID of the Kubernetes object in ``msg.content`` (the ACK queue's key), if any."""
-    content: Any = msg.content
-    if isinstance(content, dict):
-        meta = content.get("metadata")
-        if isinstance(meta, dict):
-            uid = meta.get("uid")
-            if isinstance(uid, str) and uid:
-                return uid
-    return None
+    return uid_of(msg.content) or None
 
 
 def rv_newer(new: str, old: str) -> bool:
@@ -170,10 +157,14 @@ class NodeQueue:
         if not msg.resourceversion and not is_delete:
             self.dropped += 1
             return Pushed.DROPPED_NO_VERSION
-        if not is_delete:
-            for known in (self._pending.get(key), self._held.get(key), self._inflight_msg(key)):
-                if known is not None and not _supersedes(msg, known):
-                    return Pushed.DROPPED_STALE
+        for known in (self._pending.get(key), self._held.get(key), self._inflight_msg(key)):
+            if known is None:
+                continue
+            if is_delete:
+                if known.operation == Operation.DELETE:
+                    return Pushed.DROPPED_STALE  # that delete is on its way already
+            elif not _supersedes(msg, known):
+                return Pushed.DROPPED_STALE
         if key in self._held:  # newer, but the edge's backoff for this object still holds
             self._held[key] = msg
             return Pushed.QUEUED

@@ -147,6 +147,40 @@ def split_node_prefix(resource: str) -> tuple[str, str]:
     return tokens[1], tokens[2]
 
 
+def node_resource(node_id: str) -> str:
+    """``node/<nodeID>``: the resource of CloudHub's connected/disconnected events.
+
+    >>> node_resource("edge-1")
+    'node/edge-1'
+    """
+    _check_tokens([node_id], "cloud")
+    return f"{NODE_PREFIX}{RESOURCE_SEP}{node_id}"
+
+
+def node_of(resource: str) -> str:
+    """The node id of any cloud-side resource (``node/<nodeID>`` or ``node/<nodeID>/...``).
+
+    >>> node_of("node/edge-1"), node_of("node/edge-1/default/pod/web")
+    ('edge-1', 'edge-1')
+    """
+    tokens = resource.split(RESOURCE_SEP, 2)
+    if len(tokens) < 2 or tokens[0] != NODE_PREFIX or not tokens[1]:
+        raise DecodeError(f"resource {resource!r} is not node/<nodeID>[/...]")
+    return tokens[1]
+
+
+def resource_type_of(resource: str) -> str:
+    """The ``<type>`` token of a resource in either form ("" when it has none).
+
+    >>> resource_type_of("node/edge-1/default/pod/web"), resource_type_of("default/pod/web")
+    ('pod', 'pod')
+    """
+    tokens = resource.split(RESOURCE_SEP)
+    if tokens[0] == NODE_PREFIX and len(tokens) >= 4:
+        return tokens[3]
+    return tokens[1] if len(tokens) >= 2 else ""
+
+
 def trim_for_edge(resource: str) -> str:
     """Cloud to edge (upstream ``TrimMessage``): drop ``node/<nodeID>/`` when present.
 

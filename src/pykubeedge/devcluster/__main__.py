@@ -1,6 +1,8 @@
 """``python -m pykubeedge.devcluster build [--tier full]``: build and cache the control plane.
+``python -m pykubeedge.devcluster build-kubeedge``: build and cache upstream KubeEdge's
+edgecore and cloudcore (the peers of tests/interop).
 
-The set-up step calls this so that tests and ``keadm local-up`` find the binaries ready.
+The set-up step calls both so that tests and ``keadm local-up`` find the binaries ready.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 
 from pykubeedge.core.errors import ControlPlaneError
 from pykubeedge.devcluster.binaries import cache_root, ensure_binaries
+from pykubeedge.devcluster.kubeedge import KUBEEDGE_VERSION, ensure_kubeedge
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,17 +22,25 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="build (or find cached) control-plane binaries")
     build.add_argument("--tier", choices=("minimal", "full"), default="full")
     build.add_argument("--quiet", action="store_true", help="do not echo the Go build output")
+    peers = sub.add_parser("build-kubeedge",
+                           help="build (or find cached) upstream KubeEdge edgecore and cloudcore")
+    peers.add_argument("--version", default=KUBEEDGE_VERSION, help=argparse.SUPPRESS)
+    peers.add_argument("--quiet", action="store_true", help="do not echo the Go build output")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     log = (lambda _s: None) if args.quiet else (lambda s: print(s, flush=True))
     try:
-        bins = ensure_binaries(args.tier, log=log)
+        if args.cmd == "build-kubeedge":
+            kubeedge = ensure_kubeedge(args.version, log=log)
+            what = f"upstream KubeEdge {kubeedge.version} (edgecore, cloudcore)"
+        else:
+            bins = ensure_binaries(args.tier, log=log)
+            what = f"control plane {bins.kube_version} ({args.tier})"
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"control plane {bins.kube_version} ({args.tier}) ready in "
-          f"{time.monotonic() - started:.0f}s; cache: {cache_root()}")
+    print(f"{what} ready in {time.monotonic() - started:.0f}s; cache: {cache_root()}")
     return 0
 
 

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,13 +82,13 @@ def ensure_binaries(
     if user_dir:
         return _from_user_dir(Path(user_dir), tier)
 
-    _aborted.clear()
+    allow_builds()
     root = cache_root()
     etcd = _ensure_etcd(root, log)
     errors: list[str] = []
     for version in KUBE_VERSIONS:
         target = root / "k8s" / version
-        missing = [b for b in wanted if not _is_executable(target / b)]
+        missing = [b for b in wanted if not is_executable(target / b)]
         if missing:
             try:
                 _build_kube(version, missing, root, log)
@@ -106,7 +106,7 @@ def ensure_binaries(
 
 def _from_user_dir(d: Path, tier: Tier) -> Binaries:
     names = (ETCD, *TIER_KUBE_BINARIES[tier])
-    missing = [n for n in names if not _is_executable(d / n)]
+    missing = [n for n in names if not is_executable(d / n)]
     if missing:
         raise ControlPlaneError(f"{d} lacks executable {', '.join(missing)}")
     return _binaries_in(d, d / ETCD, tier, _probe_version(d / APISERVER))
@@ -134,12 +134,12 @@ def _probe_version(apiserver: Path) -> str:
     return m.group(0) if m else "unknown"
 
 
-def _is_executable(p: Path) -> bool:
+def is_executable(p: Path) -> bool:
     return p.is_file() and os.access(p, os.X_OK)
 
 
 @contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
+def build_lock(root: Path) -> Iterator[None]:
     """One build at a time per cache, across processes (two test runs, local-up + tests)."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".build.lock", "w") as f:
@@ -154,16 +154,16 @@ def _ensure_etcd(root: Path, log: Log) -> Path:
     errors: list[str] = []
     for version in ETCD_VERSIONS:
         target = root / "etcd" / version / ETCD
-        if _is_executable(target):
+        if is_executable(target):
             return target
-        with _build_lock(root):
-            if _is_executable(target):
+        with build_lock(root):
+            if is_executable(target):
                 return target
             work = root / "build" / f"etcd-{version}"
             try:
-                _fresh_module(work, "pykubeedge.local/etcdwrapper")
-                _go(["get", f"go.etcd.io/etcd/server/v3@{version}"], work, log)
-                _go_build(work, target.parent, ["go.etcd.io/etcd/server/v3"], "", log,
+                fresh_module(work, "pykubeedge.local/etcdwrapper")
+                run_go(["get", f"go.etcd.io/etcd/server/v3@{version}"], work, log)
+                go_build(work, target.parent, ["go.etcd.io/etcd/server/v3"], "", log,
                           rename={"server": ETCD})
                 return target
             except BuildAborted:
@@ -179,15 +179,15 @@ def _ensure_etcd(root: Path, log: Log) -> Path:
 
 
 def _build_kube(version: str, names: list[str], root: Path, log: Log) -> None:
-    with _build_lock(root):
+    with build_lock(root):
         target = root / "k8s" / version
-        names = [n for n in names if not _is_executable(target / n)]
+        names = [n for n in names if not is_executable(target / n)]
         if not names:
             return
         work = root / "build" / f"k8s-{version}"
         log(f"building {', '.join(names)} {version} from the Go module proxy "
             "(once per machine; 10-25 min on 2 cores)")
-        _fresh_module(work, "pykubeedge.local/k8swrapper")
+        fresh_module(work, "pykubeedge.local/k8swrapper")
         replaces = _staging_replaces(version, work, log)
         gomod = work / "go.mod"
         text = gomod.read_text()
@@ -196,7 +196,7 @@ def _build_kube(version: str, names: list[str], root: Path, log: Log) -> None:
         text += ")\n"
         gomod.write_text(text)
         # -mod=mod lets the build add the go.sum lines it needs.
-        _go(["mod", "download", "k8s.io/kubernetes"], work, log)
+        run_go(["mod", "download", "k8s.io/kubernetes"], work, log)
         major, minor, _ = version.lstrip("v").split(".")
         ldflags = " ".join(
             f"-X k8s.io/component-base/version.{k}={v}"
@@ -208,12 +208,12 @@ def _build_kube(version: str, names: list[str], root: Path, log: Log) -> None:
                 "buildDate": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }.items()
         )
-        _go_build(work, target, [f"k8s.io/kubernetes/cmd/{n}" for n in names], ldflags, log)
+        go_build(work, target, [f"k8s.io/kubernetes/cmd/{n}" for n in names], ldflags, log)
 
 
 def _staging_replaces(version: str, work: Path, log: Log) -> list[tuple[str, str]]:
     """The ``k8s.io/<staging> v0.0.0`` requirements of k8s.io/kubernetes, pinned to v0.X.Y."""
-    out = _go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], work, log,
+    out = run_go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], work, log,
               capture=True)
     info = json.loads(out)
     if info.get("Error"):
@@ -227,18 +227,19 @@ def _staging_replaces(version: str, work: Path, log: Log) -> list[tuple[str, str
     return [(m, pinned) for m in staging]
 
 
-def _fresh_module(work: Path, name: str) -> None:
+def fresh_module(work: Path, name: str) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / "go.mod").write_text(f"module {name}\n\ngo 1.24\n")
 
 
-def _go_env() -> dict[str, str]:
+def _go_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("CGO_ENABLED", "0")
     env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -mod=mod").strip()
     env.setdefault("GOTOOLCHAIN", "local")
+    env.update(overrides or {})
     return env
 
 
@@ -251,6 +252,11 @@ class BuildAborted(ControlPlaneError):
     """The build was stopped on purpose (Ctrl-C, or the watchdog): no fallback version."""
 
 
+def allow_builds() -> None:
+    """Let builds run again after abort_builds() (each ensure_* call starts with this)."""
+    _aborted.clear()
+
+
 def abort_builds() -> None:
     """Kill the Go builds under way (Ctrl-C in `keadm local-up` during the first build)."""
     _aborted.set()
@@ -261,7 +267,10 @@ def abort_builds() -> None:
             os.killpg(proc.pid, signal.SIGKILL)  # go and the compilers and linker it runs
 
 
-def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
+def run_go(args: list[str], cwd: Path, log: Log, *, capture: bool = False,
+           env: Mapping[str, str] | None = None) -> str:
+    """Run ``go args`` in ``cwd`` (``env`` over the defaults), stoppable by abort_builds():
+    ``run_go(["mod", "download"], work, print)``."""
     go = shutil.which("go") or "/usr/local/go/bin/go"
     if not Path(go).exists():
         raise ControlPlaneError("the Go toolchain is needed to build the control plane "
@@ -271,7 +280,7 @@ def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
         raise BuildAborted(f"`go {' '.join(args)}` not started: the build was stopped")
     try:
         # Its own process group (so it can be killed whole), and it dies with us.
-        proc = subprocess.Popen(cmd, cwd=cwd, env=_go_env(), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=_go_env(env), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                 preexec_fn=die_with_parent)
     except OSError as exc:
@@ -307,9 +316,10 @@ def _go(args: list[str], cwd: Path, log: Log, *, capture: bool = False) -> str:
     return "".join(lines)
 
 
-def _go_build(work: Path, target_dir: Path, packages: list[str], ldflags: str, log: Log,
-              rename: dict[str, str] | None = None) -> None:
-    """Build into a temporary directory, then move into the cache: no half-written binaries."""
+def go_build(work: Path, target_dir: Path, packages: list[str], ldflags: str, log: Log,
+             rename: dict[str, str] | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Build into a temporary directory, then move into the cache: no half-written binaries.
+    ``go_build(work, cache / "v1", ["example.com/cmd/x"], "", print)``"""
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target_dir.parent) as tmp:
         args = ["build", "-trimpath", "-o", tmp + "/"]
@@ -318,7 +328,7 @@ def _go_build(work: Path, target_dir: Path, packages: list[str], ldflags: str, l
             args += ["-p", jobs]
         if ldflags:
             args += ["-ldflags", ldflags]
-        _go([*args, *packages], work, log)
+        run_go([*args, *packages], work, log, env=env)
         for produced in Path(tmp).iterdir():
             name = (rename or {}).get(produced.name, produced.name)
             os.replace(produced, target_dir / name)

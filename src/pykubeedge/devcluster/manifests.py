@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ CRD_DIR = Path(__file__).with_name("crds")
 ESTABLISHED_TIMEOUT_S = 60.0
 
 
-def crd_documents() -> list[dict[str, Any]]:
+def crd_documents(files: Sequence[Path] | None = None) -> list[dict[str, Any]]:
+    """The CRDs in ``files`` (default: pykubeedge's own)."""
     docs: list[dict[str, Any]] = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    for path in sorted(CRD_DIR.glob("*.yaml")) if files is None else files:
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
     return docs
 
@@ -41,10 +43,12 @@ async def apply(kube: KubeClient, obj: dict[str, Any], res: Resource | None = No
         return await kube.replace(res, obj)
 
 
-async def install_crds(kube: KubeClient, timeout: float = ESTABLISHED_TIMEOUT_S) -> list[str]:
-    docs = crd_documents()
+async def install_crds(kube: KubeClient, timeout: float = ESTABLISHED_TIMEOUT_S, *,
+                       files: Sequence[Path] | None = None) -> list[str]:
+    """Apply the CRDs in ``files`` (default: pykubeedge's own) and wait until Established."""
+    docs = crd_documents(files)
     if not docs:
-        raise ControlPlaneError(f"no CRD manifests found in {CRD_DIR}")
+        raise ControlPlaneError(f"no CRD manifests found in {files or CRD_DIR}")
     for doc in docs:
         await apply(kube, doc, CRDS)
     names = [d["metadata"]["name"] for d in docs]

@@ -27,20 +27,22 @@ from pykubeedge.beehive import Hive, Module
 from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.core.config import DEFAULT_EDGECORE_CONFIG, EdgeCoreConfig, load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
+from pykubeedge.edge.dbm import Database
 from pykubeedge.edge.devicetwin.dao import DeviceDAO
 from pykubeedge.edge.devicetwin.devicetwin import DeviceTwin
 from pykubeedge.edge.edged.cri import DEFAULT_ENDPOINT, CRIRuntime
 from pykubeedge.edge.edged.edged import Edged
-from pykubeedge.edge.edged.runtime import FakeRuntime, Runtime
+from pykubeedge.edge.edged.fake import FakeRuntime
+from pykubeedge.edge.edged.runtime import Runtime
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
 from pykubeedge.edge.eventbus.dao import SubTopicsDAO
 from pykubeedge.edge.eventbus.eventbus import EventBus, EventBusSettings
 from pykubeedge.edge.interimdb import InterimDatabase
+from pykubeedge.edge.metamanager.dao import MetaStore
 from pykubeedge.edge.metamanager.manager import MetaManager
 from pykubeedge.edge.metamanager.metaserver import MetaServer
-from pykubeedge.edge.metamanager.store import MetaStore
 
 log = logging.getLogger("pykubeedge.edgecore")
 FAKE_RUNTIME = "fake://"
@@ -59,7 +61,9 @@ def runtime_endpoint(cfg: EdgeCoreConfig) -> str:
 
 
 def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
-    """The Runtime for ``containerRuntimeEndpoint``: ``fake://`` or a CRI socket (containerd)."""
+    """The Runtime for ``containerRuntimeEndpoint``: ``fake://`` or a CRI socket (containerd).
+
+    (mypy --strict checks here that both CRIRuntime and FakeRuntime implement Runtime.)"""
     endpoint = runtime_endpoint(cfg)
     if endpoint.startswith(FAKE_RUNTIME):
         log.warning("containers run in the in-memory fake runtime (%s): pods report Running "
@@ -86,10 +90,10 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
         close = getattr(runtime, "close", None)
         if close is not None:
             stack.push_async_callback(close)
-        store = await MetaStore.open(db)
-        stack.push_async_callback(store.close)
-        outbox = await Outbox.open(db)
-        stack.push_async_callback(outbox.close)
+        database = await Database.open(db)  # the one owner of edgecore.db; modules add DAOs
+        stack.push_async_callback(database.close)
+        store = await MetaStore.open(database)
+        outbox = await Outbox.open(database)
         metaserver = None
         if meta_cfg.metaServer.enable:
             host, _, port = meta_cfg.metaServer.server.rpartition(":")
@@ -117,10 +121,11 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
         for module in modules:
             hive.add_module(module)
         await stack.enter_async_context(hive)
+        background = await stack.enter_async_context(asyncio.TaskGroup())
         if cfg.modules.edgeHub.rotateCertificates:
             rotator = CertRotator(cfg, on_rotated=hub.reconnect)
-            task = asyncio.create_task(rotator.run(), name="cert-rotation")
-            stack.callback(task.cancel)
+            rotation = background.create_task(rotator.run(), name="cert-rotation")
+            stack.callback(rotation.cancel)  # runs first on exit; the task group waits for it
         log.info("edgecore %s for node %s: CloudHub %s, database %s%s", __version__, node,
                  cfg.modules.edgeHub.websocket.server, db,
                  f", MetaServer {metaserver.url}" if metaserver else "")

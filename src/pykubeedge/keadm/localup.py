@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,9 @@ from pykubeedge.core.config import CloudCoreConfig, EdgeCoreConfig
 from pykubeedge.core.errors import ControlPlaneError, KubeError
 from pykubeedge.devcluster.binaries import Tier
 from pykubeedge.devcluster.cluster import DevCluster
+from pykubeedge.devcluster.containerd import PrivateContainerd
+from pykubeedge.devcluster.localimages import build_local_images
 from pykubeedge.devcluster.process import ManagedProcess, free_port
-from pykubeedge.edge.edged.cri import PrivateContainerd, build_local_images
 from pykubeedge.edge.edgehub.certificate import bootstrap
 from pykubeedge.edge.eventbus.mqtt import BrokerClient, parse_broker_url
 from pykubeedge.keadm.join import edgecore_config_for_join
@@ -187,7 +188,8 @@ class LocalUp:
             self._demo_reports.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._demo_reports
-        steps = [proc.stop for proc in (self.edgecore, self.cloudcore) if proc is not None]
+        steps: list[Callable[[], Awaitable[object]]] = [
+            proc.stop for proc in (self.edgecore, self.cloudcore) if proc is not None]
         if self.containerd is not None:
             steps.append(self.containerd.stop)  # removes the pods' sandboxes through CRI first
         if self.kube is not None:

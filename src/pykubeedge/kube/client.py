@@ -123,7 +123,8 @@ class KubeClient:
 
     async def get(self, res: Resource, name: str, *, namespace: str | None = None,
                   subresource: str | None = None) -> Obj:
-        return await self.request("GET", res.path(namespace, name, subresource))
+        result: Obj = await self.request("GET", res.path(namespace, name, subresource))
+        return result
 
     async def list(self, res: Resource, *, namespace: str | None = None,
                    label_selector: str | None = None, field_selector: str | None = None,
@@ -133,7 +134,7 @@ class KubeClient:
         params["limit"] = str(page_size)
         items: list[Obj] = []
         while True:
-            page = await self.request("GET", res.path(namespace), params=params)
+            page: Obj = await self.request("GET", res.path(namespace), params=params)
             items.extend(page.get("items") or [])
             cont = (page.get("metadata") or {}).get("continue")
             if not cont:
@@ -144,14 +145,16 @@ class KubeClient:
     async def create(self, res: Resource, obj: Obj, *, namespace: str | None = None) -> Obj:
         ns = namespace or (obj.get("metadata") or {}).get("namespace")
         body = {"apiVersion": res.api_version, "kind": res.kind, **obj}
-        return await self.request("POST", res.path(ns), body=body)
+        result: Obj = await self.request("POST", res.path(ns), body=body)
+        return result
 
     async def replace(self, res: Resource, obj: Obj, *, subresource: str | None = None) -> Obj:
         """PUT the whole object (``update``); a stale resourceVersion raises Conflict."""
         meta = obj.get("metadata") or {}
         body = {"apiVersion": res.api_version, "kind": res.kind, **obj}
         path = res.path(meta.get("namespace"), meta.get("name"), subresource)
-        return await self.request("PUT", path, body=body)
+        result: Obj = await self.request("PUT", path, body=body)
+        return result
 
     async def patch(self, res: Resource, name: str, patch: Any, *,
                     namespace: str | None = None, patch_type: PatchType = "merge",
@@ -159,10 +162,11 @@ class KubeClient:
         params = {"fieldManager": field_manager} if field_manager else None
         if patch_type == "apply":
             params = {"fieldManager": field_manager or "pykubeedge", "force": "true"}
-        return await self.request(
+        result: Obj = await self.request(
             "PATCH", res.path(namespace, name, subresource), params=params, body=patch,
             content_type=PATCH_CONTENT_TYPES[patch_type],
         )
+        return result
 
     async def patch_status(self, res: Resource, name: str, patch: Any, *,
                            namespace: str | None = None,
@@ -178,7 +182,8 @@ class KubeClient:
             body["preconditions"] = {"uid": uid}
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
-        return await self.request("DELETE", res.path(namespace, name), body=body)
+        result: Obj = await self.request("DELETE", res.path(namespace, name), body=body)
+        return result
 
     async def watch(self, res: Resource, *, namespace: str | None = None,
                     resource_version: str | None = None, label_selector: str | None = None,

@@ -29,6 +29,7 @@ from typing import Any
 
 from pykubeedge.core import errors
 from pykubeedge.core.backoff import Backoff
+from pykubeedge.core.objects import name_of, namespace_of, resource_version_of, uid_of
 from pykubeedge.kube.client import KubeClient, Obj
 from pykubeedge.kube.resources import Resource
 
@@ -52,17 +53,10 @@ Handler = Callable[[InformerEvent], Awaitable[None]]
 
 
 def object_key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    ns = meta.get("namespace")
-    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+    """``namespace/name``, or ``name`` for a cluster-scoped object (the informer's key)."""
+    ns = namespace_of(obj, default="")
+    return f"{ns}/{name_of(obj)}" if ns else name_of(obj)
 
-
-def _uid(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("uid", ""))
-
-
-def _rv(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 class Informer:
@@ -121,13 +115,13 @@ class Informer:
         if self.synced.is_set():
             self.relists += 1
         # Diff against what the handler has already seen.
-        for key, old in list(self.store.items()):
+        for key, gone in list(self.store.items()):
             if key not in fresh:
                 del self.store[key]
-                await self.handler(InformerEvent(DELETED, old))
+                await self.handler(InformerEvent(DELETED, gone))
         for key, obj in fresh.items():
-            old = self.store.get(key)
-            if old is not None and _uid(old) != _uid(obj):
+            old: Obj | None = self.store.get(key)
+            if old is not None and uid_of(old) != uid_of(obj):
                 # Deleted and created again while we were blind: two events, not a change.
                 del self.store[key]
                 await self.handler(InformerEvent(DELETED, old))
@@ -135,7 +129,7 @@ class Informer:
             if old is None:
                 self.store[key] = obj
                 await self.handler(InformerEvent(ADDED, obj))
-            elif _rv(old) != _rv(obj):
+            elif resource_version_of(old) != resource_version_of(obj):
                 self.store[key] = obj
                 await self.handler(InformerEvent(MODIFIED, obj, old))
         self.resource_version = str((page.get("metadata") or {}).get("resourceVersion", ""))
@@ -149,7 +143,7 @@ class Informer:
         ):
             self._backoff.reset()
             obj = event.get("object") or {}
-            rv = _rv(obj)
+            rv = resource_version_of(obj)
             if event["type"] != "BOOKMARK":
                 await self._apply(event["type"], obj)
             if rv:
@@ -164,7 +158,7 @@ class Informer:
             del self.store[key]
             await self.handler(InformerEvent(DELETED, obj))
         elif kind in (ADDED, MODIFIED):
-            if old is not None and _rv(old) == _rv(obj):
+            if old is not None and resource_version_of(old) == resource_version_of(obj):
                 return  # a replay of what we already have
             self.store[key] = obj
             if old is None:

@@ -237,3 +237,14 @@ def test_held_back_objects_wait_out_their_backoff_without_blocking_others() -> N
     released = [q.next(2.0) for _ in range(51)]
     assert released[0] is newer and None in released  # window of 256: 50 go, then none
     assert sum(m is not None for m in released) == 50
+
+
+def test_a_second_delete_of_an_object_already_being_deleted_is_dropped() -> None:
+    q = NodeQueue()
+    assert q.push(pod("a", "", op="delete"), 0) is Pushed.QUEUED
+    assert q.push(pod("a", "", op="delete"), 0) is Pushed.DROPPED_STALE  # pending already
+    sent = q.next(0)
+    assert sent is not None
+    assert q.push(pod("a", "", op="delete"), 0) is Pushed.DROPPED_STALE  # in flight
+    q.ack(sent.msg_id, 1)
+    assert q.push(pod("a", "", op="delete"), 1) is Pushed.QUEUED  # ACKed: a new one may go

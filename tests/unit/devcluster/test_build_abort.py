@@ -21,7 +21,7 @@ def test_abort_kills_the_build_and_says_so(tmp_path: Path,
 
     def build() -> None:
         try:
-            binaries._go(["build"], tmp_path, lambda _line: None)
+            binaries.run_go(["build"], tmp_path, lambda _line: None)
         except BaseException as exc:
             errors.append(exc)
 

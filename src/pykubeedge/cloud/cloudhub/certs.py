@@ -13,7 +13,7 @@ ends with the same CA, and tokens and edge certificates work whichever replica a
     pki = await ensure_ca_and_server_cert(kube, cfg.modules.cloudHub)
     tokens = TokenManager(kube, pki, refresh_hours=cfg.modules.cloudHub.tokenRefreshDuration)
     await tokens.refresh()                 # kubeedge/tokensecret now holds a fresh token
-    task = asyncio.create_task(tokens.run())
+    task_group.create_task(tokens.run())   # in cloudcore's scope, until it stops
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pykubeedge.core.clock import TimeSource
 from pykubeedge.core.config import CloudHub
 from pykubeedge.core.errors import CertificateError, ConfigError, Conflict, KubeError, NotFound
 from pykubeedge.kube.client import KubeClient
@@ -173,7 +174,7 @@ class TokenManager:
     """
 
     def __init__(self, kube: KubeClient, pki: CloudHubPKI, refresh_hours: float, *,
-                 namespace: str = KUBEEDGE_NAMESPACE, clock: Callable[[], float] = time.time,
+                 namespace: str = KUBEEDGE_NAMESPACE, clock: TimeSource = time.time,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                  retry_seconds: float = TOKEN_RETRY_SECONDS) -> None:
         if refresh_hours <= 0:

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
 
 from aiohttp import web
 from cryptography import x509
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pykubeedge.cloud.cloudhub.certs import CloudHubPKI
+from pykubeedge.core.clock import TimeSource
 from pykubeedge.core.config import CloudHub
 from pykubeedge.core.errors import TokenError
 from pykubeedge.transport import certs
@@ -72,7 +72,7 @@ class CertHTTPServer:
     """
 
     def __init__(self, pki: CloudHubPKI, hub_cfg: CloudHub, *, host: str | None = None,
-                 port: int | None = None, clock: Callable[[], float] = time.time) -> None:
+                 port: int | None = None, clock: TimeSource = time.time) -> None:
         self.pki = pki
         self.host = hub_cfg.https.address if host is None else host
         self._port = hub_cfg.https.port if port is None else port

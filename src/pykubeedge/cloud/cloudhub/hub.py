@@ -9,30 +9,55 @@ Security: the TLS client certificate must be signed by the CloudHub CA, and its 
 
     hub = CloudHub(ssl_ctx, port=10000, keepalive_interval=30, node_limit=500)
     hive.add_module(hub)
+
+Without a listening socket (``listen=False``) it serves the connections handed to
+:meth:`CloudHub.accept`, e.g. by an in-memory network in tests, on the clock it is given::
+
+    hub = CloudHub(None, listen=False, clock=FakeClock())
+    async with MemoryNetwork(hub.accept) as network: ...
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
-import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.cloud.cloudhub.session import NodeSession
 from pykubeedge.core import codec
-from pykubeedge.core.constants import CLOUD_ONLY_SOURCES, CloudGroup, CloudModule, Operation
+from pykubeedge.core.clock import Clock
+from pykubeedge.core.constants import (
+    CLOUD_ONLY_SOURCES,
+    NULL_NAMESPACE,
+    CloudGroup,
+    CloudModule,
+    EdgeModule,
+    MessageGroup,
+    Operation,
+    ResourceType,
+    Source,
+)
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import NodeQueue, Pushed
 from pykubeedge.core.message import Message, error_message, new_message, response
-from pykubeedge.core.resource import prefix_for_cloud, split_node_prefix, trim_for_edge
+from pykubeedge.core.resource import (
+    build_cloud,
+    node_resource,
+    prefix_for_cloud,
+    split_node_prefix,
+    trim_for_edge,
+)
 from pykubeedge.transport.tls import peer_common_name
+from pykubeedge.transport.websocket import WebSocket
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +65,12 @@ AckListener = Callable[[str, Message], None]
 NODE_CN_PREFIX = "system:node:"
 _VIADUCT_CONTROL = frozenset({Operation.CONFIG, Operation.PING, Operation.PONG})
 _TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL})
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class CloudHub:
@@ -52,8 +83,11 @@ class CloudHub:
                  port: int = 10000, keepalive_interval: float = 30.0, node_limit: int = 500,
                  write_timeout: float = 30.0, max_frame: int = codec.MAX_MESSAGE_SIZE,
                  ack_listener: AckListener | None = None, cluster_ca: bytes = b"",
-                 queue_factory: Callable[[], NodeQueue] = NodeQueue) -> None:
+                 queue_factory: Callable[[], NodeQueue] = NodeQueue,
+                 clock: Clock = REAL_CLOCK, listen: bool = True) -> None:
         self.ssl_context = ssl_context
+        self.clock = clock
+        self.listen = listen
         self.host = host
         self.port = port
         self.keepalive_interval = keepalive_interval
@@ -70,7 +104,7 @@ class CloudHub:
         self._ctx: BeehiveContext | None = None
         self._runner: web.AppRunner | None = None
         self._handshakes: dict[str, list[Any]] = {}  # node -> [lock, users]
-        self._background: set[asyncio.Task[None]] = set()
+        self._tasks: asyncio.TaskGroup | None = None
         self.ready = asyncio.Event()
         self.bad_frames = 0
 
@@ -78,11 +112,17 @@ class CloudHub:
 
     async def start(self, ctx: BeehiveContext) -> None:
         self._ctx = ctx
-        await self._serve()
         try:
-            while True:
-                await self._downstream(await ctx.receive(self.name))
+            if self.listen:
+                await self._serve()  # a port taken fails the module with that OSError
+            else:
+                self.ready.set()
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                while True:
+                    await self._downstream(await ctx.receive(self.name))
         finally:
+            self._tasks = None
             await self._shutdown()
 
     async def _serve(self) -> None:
@@ -127,22 +167,21 @@ class CloudHub:
         except DecodeError as exc:
             log.error("cloudhub: cannot route %s: %s", msg, exc)
             return
-        node_deleted = (msg.operation == Operation.DELETE
-                        and msg.resource == f"node/{node_id}/null/node/{node_id}")
-        msg.resource = trim_for_edge(msg.resource)
-        self.deliver(node_id, msg)
-        if node_deleted:  # the Node is gone: tell the edge, then end its session
-            task = asyncio.get_running_loop().create_task(self._forget_node(node_id))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        node_deleted = (msg.operation == Operation.DELETE and msg.resource == build_cloud(
+            node_id, NULL_NAMESPACE, ResourceType.NODE, node_id))
+        # A copy for the edge: the sender may still hold its message.
+        self.deliver(node_id, dataclasses.replace(msg, resource=trim_for_edge(msg.resource)))
+        if node_deleted and self._tasks is not None:
+            # The Node is gone: tell the edge, then end its session.
+            self._tasks.create_task(self._forget_node(node_id), name=f"forget-{node_id}")
 
     async def _forget_node(self, node_id: str, grace: float = 5.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
+        clock = self.clock
+        deadline = clock.monotonic() + grace
         queue = self.queues.get(node_id)
         # Polled (bounded by ``grace``): the queue has no "drained" signal, and this is rare.
-        while queue is not None and len(queue) and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+        while queue is not None and len(queue) and clock.monotonic() < deadline:
+            await clock.sleep(0.1)
         async with self._node_lock(node_id):
             session = self.sessions.get(node_id)
             if session is not None:
@@ -153,9 +192,11 @@ class CloudHub:
 
     def deliver(self, node_id: str, msg: Message) -> Pushed:
         """Queue an edge-form message for ``node_id`` and wake its writer."""
-        result = self.queue_for(node_id).push(msg, time.monotonic())
-        if result is not Pushed.QUEUED:
-            log.debug("node %s: %s %s", node_id, result.value, msg)
+        result = self.queue_for(node_id).push(msg, self.clock.monotonic())
+        if result is Pushed.DROPPED_STALE:
+            log.debug("node %s: %s %s", node_id, result.value, msg)  # a newer one is queued
+        elif result is not Pushed.QUEUED:
+            log.warning("node %s: %s not sent: %s", node_id, msg, result.value)
         session = self.sessions.get(node_id)
         if session is not None:
             session.wake()
@@ -164,9 +205,10 @@ class CloudHub:
     # -- connections -----------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """The WebSocket endpoint (aiohttp): identity checks, then one session."""
         node_id = request.headers.get("node_id", "")
         project_id = request.headers.get("project_id", "")
-        peer = request.remote
+        peer = request.remote or "?"
         if not node_id:
             log.warning("refused a connection from %s: no node_id header", peer)
             return web.Response(status=400, text="missing node_id header\n")
@@ -178,25 +220,66 @@ class CloudHub:
                             "node_id header", node_id, peer, cn)
                 return web.Response(status=403, text=f"certificate CN {cn!r} is not "
                                                      f"{NODE_CN_PREFIX}{node_id}\n")
+        ws = web.WebSocketResponse(max_msg_size=self.max_frame, autoping=True,
+                                   compress=False, decode_text=False)
+
+        async def prepare() -> WebSocket:
+            await ws.prepare(request)
+            return ws
+
+        try:
+            session = await self._open_session(node_id, project_id, peer, prepare)
+        except _Refused as refused:
+            return web.Response(status=refused.status, text=f"{refused}\n")
+        await self._serve_session(session)
+        return ws
+
+    async def accept(self, headers: Mapping[str, str], ws: WebSocket, *,
+                     peer: str = "memory") -> Awaitable[None]:
+        """Admit a connection that arrived some other way than the listening socket (an
+        in-memory network): the coroutine that serves it, or ``ConnectionRefusedError``.
+
+        >>> serve = await hub.accept({"node_id": "edge-1"}, server_end)   # doctest: +SKIP
+        >>> await serve    # until the session ends
+        """
+        node_id = headers.get("node_id", "")
+        if not node_id:
+            raise ConnectionRefusedError("missing node_id header")
+
+        async def given() -> WebSocket:
+            return ws
+
+        try:
+            session = await self._open_session(node_id, headers.get("project_id", ""), peer,
+                                               given)
+        except _Refused as refused:
+            raise ConnectionRefusedError(str(refused)) from None
+        return self._serve_session(session)
+
+    async def _open_session(self, node_id: str, project_id: str, peer: str,
+                            prepare: Callable[[], Awaitable[WebSocket]]) -> NodeSession:
         # One handshake per node at a time: two sessions must never share a node's queue.
         async with self._node_lock(node_id):
             old = self.sessions.get(node_id)
             if old is None and len(self.sessions) >= self.node_limit:
                 log.error("refused node %s: nodeLimit %d reached", node_id, self.node_limit)
-                return web.Response(status=503, text="cloudhub node limit reached\n")
-            ws = web.WebSocketResponse(max_msg_size=self.max_frame, autoping=True,
-                                       compress=False, decode_text=False)
-            await ws.prepare(request)
+                raise _Refused(503, "cloudhub node limit reached")
+            ws = await prepare()
             if old is not None:
                 log.info("node %s connected again from %s; replacing its old session",
                          node_id, peer)
                 await self._end(old, "replaced by a new connection")
             session = NodeSession(node_id, project_id, ws, self.queue_for(node_id),
                                   self._upstream, keepalive_interval=self.keepalive_interval,
-                                  write_timeout=self.write_timeout, max_frame=self.max_frame)
+                                  write_timeout=self.write_timeout, max_frame=self.max_frame,
+                                  clock=self.clock)
             self.queues.move_to_end(node_id)
             self.sessions[node_id] = session
         log.info("node %s connected from %s", node_id, peer)
+        return session
+
+    async def _serve_session(self, session: NodeSession) -> None:
+        node_id = session.node_id
         await self._publish_connection(node_id, Operation.CONNECTED)
         try:
             await session.run()
@@ -204,7 +287,6 @@ class CloudHub:
             if self.sessions.get(node_id) is session:
                 del self.sessions[node_id]
                 await self._publish_connection(node_id, Operation.DISCONNECTED)
-        return ws
 
     @contextlib.asynccontextmanager
     async def _node_lock(self, node_id: str) -> AsyncIterator[None]:
@@ -235,12 +317,15 @@ class CloudHub:
     async def _publish_connection(self, node_id: str, event: str) -> None:
         if self._ctx is None:
             return
-        msg = new_message(source=CloudModule.CLOUDHUB, group="resource", resource=f"node/{node_id}",
-                          operation=event, content={"event_type": event,
-                                                    "timestamp": int(time.time()),
-                                                    "client_id": node_id})
-        with contextlib.suppress(Exception):
+        msg = new_message(source=CloudModule.CLOUDHUB, group=MessageGroup.RESOURCE,
+                          resource=node_resource(node_id), operation=event,
+                          content={"event_type": event, "timestamp": int(self.clock.time()),
+                                   "client_id": node_id})
+        try:
             await self._ctx.send_to_group(CloudGroup.EDGECONTROLLER, msg)
+        except Exception as exc:
+            log.warning("node %s %s: the event did not reach the controllers: %r", node_id,
+                        event, exc)
 
     # -- upstream: edge -> controllers -------------------------------------------------------
 
@@ -272,28 +357,28 @@ class CloudHub:
         if op in _VIADUCT_CONTROL:
             self.deliver(node_id, response(msg, "ack"))
             return
-        if msg.resource == "k8s/ca.crt":  # answered here, as upstream's CloudHub does
+        if msg.resource == ResourceType.K8S_CA:  # answered here, as upstream's CloudHub does
             reply = (response(msg, self.cluster_ca.decode()) if self.cluster_ca
                      else error_message(msg, "cloudcore does not know the cluster CA",
                                         source=CloudModule.CLOUDHUB))
             self.deliver(node_id, reply)
             return
         try:
-            msg.resource = prefix_for_cloud(node_id, msg.resource)
+            resource = prefix_for_cloud(node_id, msg.resource)
         except DecodeError as exc:
             log.warning("node %s: %s", node_id, exc)
             self.deliver(node_id, error_message(msg, exc, source=CloudModule.CLOUDHUB))
             return
-        await self._publish_upstream(msg)
+        await self._publish_upstream(dataclasses.replace(msg, resource=resource))
 
     async def _publish_upstream(self, msg: Message) -> None:
-        if msg.operation == Operation.UPLOAD and msg.group == "user":
+        if msg.operation == Operation.UPLOAD and msg.group == MessageGroup.USER:
             group = CloudGroup.ROUTER
         elif msg.operation in _TASK_OPS:
             group = CloudGroup.TASKMANAGER
-        elif msg.source == "metaserver":
+        elif msg.source == Source.METASERVER:
             group = CloudGroup.DYNAMICCONTROLLER
-        elif msg.source == "twin":
+        elif msg.source == EdgeModule.DEVICETWIN:
             group = CloudGroup.DEVICECONTROLLER
         else:
             group = CloudGroup.EDGECONTROLLER

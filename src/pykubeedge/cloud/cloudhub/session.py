@@ -3,36 +3,30 @@
 
 The session is a thin IO shell around :class:`pykubeedge.core.hubproto.NodeQueue`; the rules
 (what needs an ACK, supersede, resend, requeue) live there and are tested without sockets.
+It speaks through a :class:`~pykubeedge.transport.websocket.WebSocket` (aiohttp's, or an
+in-memory one) and measures every deadline on the :class:`~pykubeedge.core.clock.Clock` it is
+given, so its tests run in fake time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from aiohttp import WSCloseCode, WSMsgType
 
+from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.core import codec
+from pykubeedge.core.clock import Clock, Timer
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import KeepaliveDeadline, NodeQueue
 from pykubeedge.core.message import Message
+from pykubeedge.transport.websocket import WebSocket
 
 log = logging.getLogger(__name__)
-
-
-class WebSocket(Protocol):
-    """The part of aiohttp's WebSocketResponse a session uses (an in-memory fake fits too)."""
-
-    async def send_frame(self, message: bytes, opcode: WSMsgType,
-                         compress: int | None = None) -> None: ...
-
-    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
-
-    def __aiter__(self) -> object: ...
-
 
 Upstream = Callable[["NodeSession", Message], Awaitable[None]]
 
@@ -40,14 +34,14 @@ Upstream = Callable[["NodeSession", Message], Awaitable[None]]
 class NodeSession:
     # Thousands of these live at once: slots, a lazy ``done`` event, and a writer task only
     # while the node has messages in flight (an idle session is a timer for its deadlines).
-    __slots__ = ("_done", "_finished", "_loop", "_max_frame", "_timer", "_upstream",
+    __slots__ = ("_clock", "_done", "_finished", "_loop", "_max_frame", "_timer", "_upstream",
                  "_upstream_busy", "_wakeup",
                  "_write_timeout", "_writer", "close_reason", "keepalive", "node_id",
                  "project_id", "queue", "received", "sent", "task", "ws")
 
     def __init__(self, node_id: str, project_id: str, ws: WebSocket, queue: NodeQueue,
                  upstream: Upstream, *, keepalive_interval: float, write_timeout: float,
-                 max_frame: int = codec.MAX_MESSAGE_SIZE) -> None:
+                 max_frame: int = codec.MAX_MESSAGE_SIZE, clock: Clock = REAL_CLOCK) -> None:
         self.node_id = node_id
         self.project_id = project_id
         self.ws = ws
@@ -56,10 +50,11 @@ class NodeSession:
         self._write_timeout = write_timeout
         self._max_frame = max_frame
         self._loop = asyncio.get_running_loop()
-        self.keepalive = KeepaliveDeadline(keepalive_interval, self._loop.time())
+        self._clock = clock
+        self.keepalive = KeepaliveDeadline(keepalive_interval, clock.monotonic())
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None  # the writer waits on it
-        self._timer: asyncio.TimerHandle | None = None  # wakes the writer at the next deadline
+        self._timer: Timer | None = None  # wakes the writer at the next deadline
         self._done: asyncio.Event | None = None
         self._finished = False
         self._upstream_busy = False
@@ -88,15 +83,15 @@ class NodeSession:
             self._wakeup.set_result(None)
 
     def on_keepalive(self) -> None:
-        self.keepalive.keepalive(self._loop.time())
+        self.keepalive.keepalive(self._clock.monotonic())
 
     def now(self) -> float:
-        return self._loop.time()
+        return self._clock.monotonic()
 
     async def run(self) -> None:
         """Serve the connection until it closes, the keepalive lapses or we are cancelled.
         What was in flight goes back to the queue for the next connection."""
-        self.task = asyncio.current_task()  # type: ignore[assignment]
+        self.task = asyncio.current_task()
         self.wake()  # send what waited for this node, and arm the keepalive deadline
         try:
             await self._read_loop()
@@ -125,7 +120,7 @@ class NodeSession:
             await self.ws.close(code=code, message=reason.encode()[:120])
 
     async def _read_loop(self) -> None:
-        async for frame in self.ws:  # type: ignore[attr-defined]
+        async for frame in self.ws:
             if frame.type == WSMsgType.TEXT:
                 try:
                     msg = codec.decode(frame.data, self._max_frame)
@@ -142,7 +137,7 @@ class NodeSession:
                     await self._upstream(self, msg)
                 finally:
                     self._upstream_busy = False
-                    if self.keepalive.expired(self._loop.time()):
+                    if self.keepalive.expired(self._clock.monotonic()):
                         self.on_keepalive()
                 del frame, msg  # an idle session need not keep its last keepalive alive
             elif frame.type == WSMsgType.BINARY:
@@ -151,28 +146,28 @@ class NodeSession:
                                  "binary frames are not supported: send JSON text frames")
                 return
             elif frame.type == WSMsgType.ERROR:
-                exc = self.ws.exception() if hasattr(self.ws, "exception") else None
-                self.close_reason = self.close_reason or f"transport error: {exc}"
-                if "too big" in str(exc).lower() or "size" in str(exc).lower():
-                    log.warning("node %s sent an oversized frame: %s", self.node_id, exc)
+                error = self.ws.exception()
+                self.close_reason = self.close_reason or f"transport error: {error}"
+                if "too big" in str(error).lower() or "size" in str(error).lower():
+                    log.warning("node %s sent an oversized frame: %s", self.node_id, error)
                 return
 
     async def _write_loop(self) -> None:
         """Write what is due and ready; wait for ACKs while messages are in flight; end when
         none are, leaving a timer for the next deadline (keepalive, resend, requeue)."""
         q = self.queue
-        loop = self._loop
+        loop, clock = self._loop, self._clock
         idle = False
         try:
             while True:
-                now = loop.time()
+                now = clock.monotonic()
                 if self.keepalive.expired(now) and not self._upstream_busy:
                     log.warning("node %s: no keepalive for %.0fs; ending its session",
                                 self.node_id, self.keepalive.interval)
                     await self.close(WSCloseCode.POLICY_VIOLATION, "keepalive timeout")
                     return
-                for msg in q.due(now):
-                    await self._write(msg)
+                for due in q.due(now):
+                    await self._write(due)
                 while (msg := q.next(now)) is not None:
                     await self._write(msg)
                 if not q.inflight:
@@ -182,8 +177,9 @@ class NodeSession:
                 nxt = q.next_deadline()
                 if nxt is not None:
                     deadline = min(deadline, nxt)
-                wakeup = self._wakeup = loop.create_future()
-                timer = loop.call_at(deadline + 0.001, _resolve, wakeup)
+                wakeup: asyncio.Future[None] = loop.create_future()
+                self._wakeup = wakeup
+                timer = clock.call_at(deadline + 0.001, functools.partial(_resolve, wakeup))
                 try:
                     await wakeup
                 finally:
@@ -206,13 +202,13 @@ class NodeSession:
         return self.keepalive.deadline
 
     def _arm_timer(self) -> None:
-        deadline = self._keepalive_deadline(self._loop.time())
+        deadline = self._keepalive_deadline(self._clock.monotonic())
         nxt = self.queue.next_deadline()
         if nxt is not None:
             deadline = min(deadline, nxt)
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_at(deadline + 0.001, self.wake)
+        self._timer = self._clock.call_at(deadline + 0.001, self.wake)
 
     async def _write(self, msg: Message) -> None:
         try:
@@ -220,7 +216,7 @@ class NodeSession:
         except (TypeError, ValueError) as exc:
             # A controller's bug, not the edge's: drop this message, keep the session.
             log.error("node %s: cannot encode %s (%s); dropped", self.node_id, msg, exc)
-            self.queue.ack(msg.msg_id, self._loop.time())
+            self.queue.ack(msg.msg_id, self._clock.monotonic())
             return
         # A timeout scope, not wait_for: on 3.11 wait_for runs every write in a new Task.
         async with asyncio.timeout(self._write_timeout):

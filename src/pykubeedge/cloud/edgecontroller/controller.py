@@ -8,25 +8,37 @@ records) are not sent again, so a cloudcore restart does not resend the world. A
 *reconciled* (everything newer than its records sent, deletes for what is gone) when cloudcore
 starts and whenever the node connects.
 
-    ec = EdgeController(kube, sync)
+    ec = EdgeController(kube, sync)      # sync: the ObjectSync records (SyncController)
     hive.add_module(ec)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.cloud.common.objectsync import SyncRecords
 from pykubeedge.cloud.edgecontroller.location import LocationCache, Ref
 from pykubeedge.cloud.edgecontroller.upstream import Upstream, error_to
-from pykubeedge.cloud.synccontroller.controller import SyncController
-from pykubeedge.core.constants import CloudGroup, CloudModule, MessageGroup, Operation
+from pykubeedge.core.clock import Clock
+from pykubeedge.core.constants import (
+    NULL_NAMESPACE,
+    CloudGroup,
+    CloudModule,
+    MessageGroup,
+    Operation,
+    ResourceType,
+)
+from pykubeedge.core.content import parse_object_reply
+from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import needs_ack
 from pykubeedge.core.message import Message, new_message
+from pykubeedge.core.objects import name_of, namespace_of, node_name_of, resource_version_of, uid_of
+from pykubeedge.core.resource import build_cloud, node_of, parse_cloud
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.informer import ADDED, DELETED, Informer, InformerEvent
 from pykubeedge.kube.resources import CONFIGMAPS, NODES, PODS, SECRETS, Resource
@@ -58,28 +70,35 @@ class EdgeController:
     group = CloudGroup.EDGECONTROLLER
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
 
-    def __init__(self, kube: KubeClient, sync: SyncController, *,
-                 cloudcore_address: str = "127.0.0.1") -> None:
+    def __init__(self, kube: KubeClient, sync: SyncRecords, *,
+                 cloudcore_address: str = "127.0.0.1", clock: Clock = REAL_CLOCK) -> None:
         self.kube = kube
         self.sync = sync
+        self.clock = clock
         self.location = LocationCache()
         self.upstream = Upstream(kube, self.location, cloudcore_address=cloudcore_address)
         self._ctx: BeehiveContext | None = None
-        self.nodes = Informer(kube, NODES, self._on_node, label_selector=EDGE_NODE_LABEL)
-        self.configmaps = Informer(kube, CONFIGMAPS, self._on_configmap)
-        self.secrets = Informer(kube, SECRETS, self._on_secret)
-        self.pods = Informer(kube, PODS, self._on_pod, field_selector="spec.nodeName!=")
+        sleep = clock.sleep
+        self.nodes = Informer(kube, NODES, self._on_node, label_selector=EDGE_NODE_LABEL,
+                              sleep=sleep)
+        self.configmaps = Informer(kube, CONFIGMAPS, self._on_configmap, sleep=sleep)
+        self.secrets = Informer(kube, SECRETS, self._on_secret, sleep=sleep)
+        self.pods = Informer(kube, PODS, self._on_pod, field_selector="spec.nodeName!=",
+                             sleep=sleep)
         self.synced = asyncio.Event()
         self._queues = [asyncio.Queue[Message](UPSTREAM_QUEUE) for _ in range(UPSTREAM_WORKERS)]
         self.sent = 0
         self.skipped = 0
         self._reconciling: dict[str, asyncio.Task[None]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
         self._reconcile_again: set[str] = set()
         self._reconcile_full: set[str] = set()
 
     async def start(self, ctx: BeehiveContext) -> None:
         self._ctx = ctx
+        self._reconciling.clear()
         async with asyncio.TaskGroup() as tg:
+            self._tasks = tg
             for i, q in enumerate(self._queues):
                 tg.create_task(self._upstream_worker(q), name=f"edgecontroller-upstream-{i}")
             tg.create_task(self._receive(ctx), name="edgecontroller-receive")
@@ -102,11 +121,11 @@ class EdgeController:
 
     async def _send(self, node: str, rtype: str, obj: dict[str, Any], operation: str, *,
                     force: bool = False) -> None:
-        meta = obj.get("metadata") or {}
-        ns = meta.get("namespace") or "null"
+        resource = build_cloud(node, namespace_of(obj, default=NULL_NAMESPACE), rtype,
+                               name_of(obj))
         msg = new_message(source=CloudModule.EDGECONTROLLER, group=MessageGroup.RESOURCE,
-                          operation=operation, resource=f"node/{node}/{ns}/{rtype}/{meta['name']}",
-                          resourceversion=str(meta.get("resourceVersion", "")), content=obj)
+                          operation=operation, resource=resource,
+                          resourceversion=resource_version_of(obj), content=obj)
         if not force and not self.sync.should_send(node, msg):
             self.skipped += 1
             return
@@ -117,7 +136,7 @@ class EdgeController:
         self.sent += 1
 
     async def _on_node(self, ev: InformerEvent) -> None:
-        name = ev.obj["metadata"]["name"]
+        name = name_of(ev.obj)
         if ev.type == DELETED:
             self.location.edge_nodes.discard(name)
             await self._send(name, "node", _with_kind(ev.obj, NODES), Operation.DELETE)
@@ -132,7 +151,7 @@ class EdgeController:
 
     async def _on_pod(self, ev: InformerEvent) -> None:
         pod = _with_kind(ev.obj, PODS)
-        node = (pod.get("spec") or {}).get("nodeName") or ""
+        node = node_name_of(pod)
         if ev.type == DELETED:
             lost = self.location.delete_pod(pod)
             if self.location.is_edge_node(node):
@@ -165,17 +184,16 @@ class EdgeController:
         await self._fan_out("secret", _with_kind(ev.obj, SECRETS), op)
 
     async def _fan_out(self, kind: str, obj: dict[str, Any], op: str) -> None:
-        meta = obj["metadata"]
-        for node in sorted(self.location.nodes_for(kind, meta.get("namespace", ""), meta["name"])):
+        nodes = self.location.nodes_for(kind, namespace_of(obj, default=""), name_of(obj))
+        for node in sorted(nodes):
             if self.location.is_edge_node(node):
                 await self._send(node, kind, obj, op)
 
     def _current(self, rtype: str, obj: dict[str, Any]) -> dict[str, Any] | None:
         informer = {"pod": self.pods, "configmap": self.configmaps, "secret": self.secrets,
                     "node": self.nodes}[rtype]
-        meta = obj["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
-        return informer.get(key)
+        namespace = namespace_of(obj, default="")
+        return informer.get(f"{namespace}/{name_of(obj)}" if namespace else name_of(obj))
 
     async def reconcile(self, node: str, *, full: bool = False) -> tuple[int, int]:
         """Bring ``node`` to the API server's state: send what is newer than its records,
@@ -186,16 +204,16 @@ class EdgeController:
         desired: dict[str, tuple[str, dict[str, Any], Resource]] = {}
         node_obj = self.nodes.get(node)
         if node_obj is not None:
-            desired[node_obj["metadata"]["uid"]] = ("node", node_obj, NODES)
+            desired[uid_of(node_obj)] = ("node", node_obj, NODES)
         for kind, ns, name in self.location.refs_of(node):
             informer = {"configmap": self.configmaps, "secret": self.secrets}.get(kind)
             obj = informer.get(f"{ns}/{name}") if informer else None
             if informer is not None and obj is not None:
-                desired[obj["metadata"]["uid"]] = (kind, obj, informer.resource)
+                desired[uid_of(obj)] = (kind, obj, informer.resource)
         for key in self.location.pods_on(node):
             pod = self.pods.get(key)
             if pod is not None:
-                desired[pod["metadata"]["uid"]] = ("pod", pod, PODS)
+                desired[uid_of(pod)] = ("pod", pod, PODS)
         # Deletes first: an object deleted and created again under the same name must not
         # have its new incarnation removed by the old one's delete.
         deleted = 0
@@ -212,7 +230,7 @@ class EdgeController:
             # Re-read: the snapshot is old after the awaits above, and a delete sent (and
             # ACKed) since must not be followed by a stale update bringing the object back.
             current = self._current(rtype, obj)
-            if current is None or current["metadata"].get("uid") != uid:
+            if current is None or uid_of(current) != uid:
                 continue
             await self._send(node, rtype, _with_kind(current, res), Operation.UPDATE,
                              force=full)
@@ -229,7 +247,10 @@ class EdgeController:
             if msg.operation in (Operation.CONNECTED, Operation.DISCONNECTED):
                 await self._on_connection(msg)
                 continue
-            node = msg.resource.split("/", 2)[1] if msg.resource.startswith("node/") else ""
+            try:
+                node = node_of(msg.resource)
+            except DecodeError:
+                node = ""
             # One worker per node (by hash): a node's requests stay in order.
             q = self._queues[zlib.crc32(node.encode()) % len(self._queues)]
             try:
@@ -241,13 +262,20 @@ class EdgeController:
                 await ctx.send(CloudModule.CLOUDHUB, error_to(msg, "cloudcore is busy, retry"))
 
     async def _on_connection(self, msg: Message) -> None:
-        node = msg.resource.removeprefix("node/")
+        try:
+            node = node_of(msg.resource)
+        except DecodeError:
+            log.warning("connection event for no node: %s", msg)
+            return
         log.info("node %s %s", node, msg.operation)
         if msg.operation == Operation.CONNECTED and self.synced.is_set():
             self._reconcile_soon(node)
 
     def _reconcile_soon(self, node: str, *, full: bool = False) -> None:
-        """Reconcile ``node`` in the background, once at a time per node (bounded by nodes)."""
+        """Reconcile ``node`` in the module's task group, once at a time per node (bounded
+        by nodes)."""
+        if self._tasks is None:
+            return
         if full:
             self._reconcile_full.add(node)
         running = self._reconciling.get(node)
@@ -268,7 +296,7 @@ class EdgeController:
                     break
             self._reconciling.pop(node, None)
 
-        self._reconciling[node] = asyncio.create_task(run(), name=f"reconcile-{node}")
+        self._reconciling[node] = self._tasks.create_task(run(), name=f"reconcile-{node}")
 
     async def _upstream_worker(self, q: asyncio.Queue[Message]) -> None:
         assert self._ctx is not None
@@ -279,11 +307,25 @@ class EdgeController:
             except Exception as exc:  # a bug must not take the worker down, nor hang the edge
                 log.exception("failed to handle %s", msg)
                 reply = error_to(msg, f"cloudcore failed to handle the request: {exc}")
-            with contextlib.suppress(Exception):
+            try:
                 await self._ctx.send(CloudModule.CLOUDHUB, reply)
-            if (msg.operation == Operation.INSERT and reply.operation == Operation.RESPONSE
-                    and msg.resource.endswith(f"/null/node/{reply.resource.split('/')[1]}")
-                    and self.synced.is_set()):
+            except Exception as exc:  # (the hive is closing) never silently
+                log.warning("reply %s to node %s not sent: %r", reply.operation, msg.resource,
+                            exc)
+            if self.synced.is_set() and _registered(msg, reply):
                 # The node registered: edgecore started, maybe on a new or wiped database.
-                self._reconcile_soon(msg.resource.split("/")[1], full=True)
+                self._reconcile_soon(node_of(msg.resource), full=True)
+
+
+def _registered(request: Message, reply: Message) -> bool:
+    """Whether ``reply`` tells that the node registered itself (its ``null/node/<node>``
+    insert succeeded)."""
+    if request.operation != Operation.INSERT or reply.operation != Operation.RESPONSE:
+        return False
+    try:
+        res = parse_cloud(request.resource)
+    except DecodeError:
+        return False
+    return (res.resource_type == ResourceType.NODE and res.namespace == NULL_NAMESPACE
+            and res.name == res.node_id and not parse_object_reply(reply.content).failed)
 

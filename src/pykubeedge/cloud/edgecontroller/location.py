@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from pykubeedge.core.objects import name_of, namespace_of, node_name_of, uid_of
 from pykubeedge.core.podrefs import iter_references
 
 Ref = tuple[str, str, str]  # (kind: configmap|secret|serviceaccount, namespace, name)
@@ -27,8 +28,12 @@ class _PodPlace:
 
 def pod_references(pod: dict[str, Any]) -> frozenset[Ref]:
     """Every ConfigMap, Secret and ServiceAccount a pod needs on its node."""
-    ns = (pod.get("metadata") or {}).get("namespace", "default")
+    ns = namespace_of(pod)
     return frozenset((r.kind, ns, r.name) for r in iter_references(pod))
+
+
+def _key(pod: dict[str, Any]) -> str:
+    return f"{namespace_of(pod)}/{name_of(pod)}"
 
 
 class LocationCache:
@@ -43,19 +48,18 @@ class LocationCache:
 
     def update_pod(self, pod: dict[str, Any]) -> tuple[set[Ref], set[Ref]]:
         """Record ``pod``; returns the references its node gained and lost by it."""
-        meta = pod.get("metadata") or {}
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
-        node = (pod.get("spec") or {}).get("nodeName") or ""
+        key = _key(pod)
+        node = node_name_of(pod)
         if not node:
             return set(), self.delete_pod(pod)
         refs = pod_references(pod)
         old = self._pods.get(key)
         if old is not None and old.node == node and old.refs == refs:
-            old.uid = meta.get("uid", "")
+            old.uid = uid_of(pod)
             return set(), set()
         lost = self._forget(key, old) if old is not None else set()
         gained = {r for r in refs if self._ref_count[r].get(node, 0) == 0}
-        self._pods[key] = _PodPlace(node, meta.get("uid", ""), refs)
+        self._pods[key] = _PodPlace(node, uid_of(pod), refs)
         self._pods_by_node[node].add(key)
         for r in refs:
             self._ref_count[r][node] += 1
@@ -63,8 +67,7 @@ class LocationCache:
 
     def delete_pod(self, pod: dict[str, Any]) -> set[Ref]:
         """Forget ``pod``; returns the references its node no longer has."""
-        meta = pod.get("metadata") or {}
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        key = _key(pod)
         old = self._pods.pop(key, None)
         return self._forget(key, old) if old is not None else set()
 
@@ -98,7 +101,7 @@ class LocationCache:
 
     def node_uses(self, node: str, kind: str, namespace: str, name: str) -> bool:
         counts = self._ref_count.get((kind, namespace, name))
-        return bool(counts) and counts.get(node, 0) > 0
+        return counts is not None and counts.get(node, 0) > 0
 
     def refs_of(self, node: str) -> set[Ref]:
         return {r for r, counts in self._ref_count.items() if counts.get(node, 0) > 0}

@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import orjson
+from typing import Any, Final
 
 from pykubeedge.cloud.edgecontroller.location import LocationCache
 from pykubeedge.core.constants import CloudModule, MessageGroup, Operation
+from pykubeedge.core.content import error_reply, json_object, object_reply, status_of
 from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotAllowed, NotFound
 from pykubeedge.core.message import Message, error_message
+from pykubeedge.core.objects import uid_of
 from pykubeedge.core.resource import CloudResource, parse_cloud
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import (
@@ -37,6 +37,14 @@ from pykubeedge.kube.resources import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, CloudResource, Message], Awaitable[Any]]
+OBJECT_RESP: Final = frozenset({
+    ("node", Operation.INSERT), ("nodepatch", Operation.PATCH), ("podpatch", Operation.PATCH),
+    ("lease", Operation.INSERT), ("lease", Operation.UPDATE), ("lease", Operation.QUERY),
+})
+"""Requests upstream answers with an ``ObjectResp`` (``core.content.object_reply``)."""
+_POD_IDENTITY: Final = ("name", "namespace", "uid", "resourceVersion")
+_PLURALS: Final = {"node": NODES.plural, "nodepatch": NODES.plural, "podpatch": PODS.plural,
+                   "lease": LEASES.plural}
 RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
 # Labels a node may never set on itself: they steer workloads (NodeRestriction's rule).
 FORBIDDEN_LABEL_PREFIX = "node-restriction.kubernetes.io/"
@@ -54,27 +62,32 @@ def error_to(req: Message, err: Exception | str) -> Message:
 
 
 def _json_content(msg: Message) -> dict[str, Any]:
-    content = msg.content
-    if isinstance(content, str | bytes):
-        try:
-            content = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError(f"content of {msg.operation} {msg.resource} is not JSON: "
-                              f"{exc}") from None
-    if not isinstance(content, dict):
-        raise DecodeError(f"content of {msg.operation} {msg.resource} must be a JSON object")
-    return content
+    return json_object(msg.content, f"content of {msg.operation} {msg.resource}")
 
 
 def _status_only(patch: dict[str, Any]) -> dict[str, Any]:
     """What an edge may change through a status patch: the status, checked against the UID.
     Anything else (labels, annotations) would be written with cloudcore's credentials."""
     out: dict[str, Any] = {"status": patch.get("status") or {}}
-    uid = (patch.get("metadata") or {}).get("uid") if isinstance(patch.get("metadata"),
-                                                                   dict) else None
+    uid = uid_of(patch)
     if uid:
         out["metadata"] = {"uid": uid}
     return out
+
+
+def pod_status_view(pod: dict[str, Any]) -> dict[str, Any]:
+    """What the edge needs back from a pod status patch: the Pod's identity, resourceVersion
+    and status (kubelet's status manager reads no more), not its spec or managed fields.
+
+    >>> pod_status_view({"metadata": {"name": "web", "managedFields": []}, "spec": {},
+    ...                  "status": {"phase": "Running"}})
+    {'apiVersion': 'v1', 'kind': 'Pod', 'metadata': {'name': 'web'}, 'status': {'phase': 'Running'}}
+    """
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {k: meta[k] for k in _POD_IDENTITY if k in meta},
+            "status": pod.get("status") or {}}
 
 
 def _restricted(label: str) -> bool:
@@ -106,7 +119,12 @@ class Upstream:
         }
 
     async def handle(self, msg: Message) -> Message:
-        """Serve one request from an edge; always returns the reply to send back."""
+        """Serve one request from an edge; always returns the reply to send back.
+
+        Where upstream answers with an ``ObjectResp`` (node registration and status, pod
+        status, leases), so does this, in upstream's encoding: the object with ``Err`` null,
+        or the API server's refusal as a StatusError. Our own refusals (another node's
+        object, bad input) are ``error`` messages, as for every other request."""
         try:
             res = parse_cloud(msg.resource)
         except DecodeError as exc:
@@ -118,8 +136,9 @@ class Upstream:
                         res.resource_type)
             return error_to(msg, f"unsupported operation {msg.operation!r} on resource type "
                                  f"{res.resource_type!r}")
+        object_resp = (res.resource_type, msg.operation) in OBJECT_RESP
         try:
-            return reply_to(msg, await handler(res.node_id, res, msg))
+            result = await handler(res.node_id, res, msg)
         except NotAllowed as exc:
             log.warning("refused node %s: %s", res.node_id, exc)
             return error_to(msg, exc)
@@ -128,7 +147,11 @@ class Upstream:
             return error_to(msg, exc)
         except KubeError as exc:
             log.info("node %s: %s %s failed: %s", res.node_id, msg.operation, msg.resource, exc)
+            if object_resp:
+                failure = status_of(exc, name=res.name, kind=_PLURALS.get(res.resource_type, ""))
+                return reply_to(msg, error_reply(failure))
             return error_to(msg, exc)
+        return reply_to(msg, object_reply(result) if object_resp else result)
 
     # -- nodes -------------------------------------------------------------------------------
 
@@ -160,7 +183,7 @@ class Upstream:
         patched = await self.kube.patch(NODES, node, {"metadata": {
             "labels": labels, "annotations": {"cloudcore": self.cloudcore_address}}})
         log.info("node %s registered", node)
-        return {"Object": patched, "Err": ""}
+        return patched
 
     async def _get_node(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
@@ -169,7 +192,7 @@ class Upstream:
     async def _patch_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
         patch = _status_only(_json_content(msg))
-        return {"Object": await self.kube.patch_status(NODES, node, patch), "Err": ""}
+        return await self.kube.patch_status(NODES, node, patch)
 
     async def _update_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
@@ -181,36 +204,41 @@ class Upstream:
 
     # -- pods ----------------------------------------------------------------------------------
 
-    async def _own_pod(self, node: str, namespace: str, name: str) -> dict[str, Any]:
-        try:
-            pod = await self.kube.get(PODS, name, namespace=namespace)
-        except NotFound:
-            raise NotAllowed(f"pod {namespace}/{name} does not exist") from None
-        bound = (pod.get("spec") or {}).get("nodeName")
+    def _own_pod(self, node: str, namespace: str, name: str) -> str:
+        """The UID of pod ``namespace/name`` if it is bound to ``node``, from the location
+        cache the pod informer keeps (no API call); else :class:`NotAllowed`."""
+        place = self.location.pod_node(namespace, name)
+        if place is None:
+            raise NotAllowed(f"pod {namespace}/{name} does not exist")
+        bound, uid = place
         if bound != node:
             raise NotAllowed(f"pod {namespace}/{name} is bound to {bound!r}, not to {node}")
-        return pod
+        return uid
 
     async def _patch_pod_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         patch = _status_only(_json_content(msg))
-        pod = await self._own_pod(node, res.namespace, res.name)
-        want_uid = (patch.get("metadata") or {}).get("uid")
-        if want_uid and want_uid != pod["metadata"]["uid"]:
+        uid = self._own_pod(node, res.namespace, res.name)
+        want_uid = uid_of(patch)
+        if want_uid and want_uid != uid:
             raise NotAllowed(f"pod {res.namespace}/{res.name} has another UID now "
-                             f"({pod['metadata']['uid']}), not {want_uid}")
+                             f"({uid}), not {want_uid}")
+        # The UID goes in as a precondition either way: if the pod was replaced since the
+        # cache saw it, the API server refuses instead of patching the new incarnation.
+        patch["metadata"] = {"uid": uid}
         updated = await self.kube.patch_status(PODS, res.name, patch, namespace=res.namespace)
-        return {"Object": updated, "Err": ""}
+        return pod_status_view(updated)
 
     async def _delete_pod(self, node: str, res: CloudResource, msg: Message) -> Any:
         """The edge has stopped a terminating pod: finish its deletion (as kubelet does)."""
-        pod = await self._own_pod(node, res.namespace, res.name)
+        known_uid = self._own_pod(node, res.namespace, res.name)
         content = msg.content
         if isinstance(content, str | bytes):
             content = _json_content(msg)
         content = content if isinstance(content, dict) else {}
         # Edged sends DeleteOptions {"preconditions": {"uid"}} as upstream; a Pod works too.
-        uid = ((content.get("preconditions") or {}).get("uid")
-               or (content.get("metadata") or {}).get("uid") or pod["metadata"]["uid"])
+        preconditions = content.get("preconditions")
+        uid = ((preconditions.get("uid") if isinstance(preconditions, dict) else None)
+               or uid_of(content) or known_uid)
         with contextlib.suppress(NotFound):
             await self.kube.delete(PODS, res.name, namespace=res.namespace, uid=uid,
                                    grace_period_seconds=0)
@@ -255,10 +283,11 @@ class Upstream:
             raise NotAllowed(f"no pod on node {node} runs as serviceaccount "
                              f"{res.namespace}/{res.name}")
         request = _json_content(msg) if msg.content not in (None, "") else {}
-        spec = request.get("spec") if isinstance(request.get("spec"), dict) else {}
+        spec = request.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
         bound = spec.get("boundObjectRef")
         if isinstance(bound, dict) and bound.get("kind") == "Pod":
-            await self._own_pod(node, res.namespace, str(bound.get("name")))
+            self._own_pod(node, res.namespace, str(bound.get("name")))
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         return await self.kube.request(
             "POST", SERVICEACCOUNTS.path(res.namespace, res.name, "token"), body=body)
@@ -275,7 +304,7 @@ class Upstream:
         elif kind == "Pod":
             if (involved.get("namespace") or res.namespace) != res.namespace:
                 raise NotAllowed("an event must be in its pod's namespace")
-            await self._own_pod(node, res.namespace, str(name))
+            self._own_pod(node, res.namespace, str(name))
         else:
             raise NotAllowed(f"node {node} may only report events of itself and its pods")
         event.setdefault("metadata", {})["namespace"] = res.namespace

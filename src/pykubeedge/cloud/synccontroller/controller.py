@@ -22,38 +22,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.cloud.common.objectsync import API_VERSION_OF_KIND, KIND_OF_TYPE, Record
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import CloudGroup, CloudModule, Operation
-from pykubeedge.core.errors import Conflict, KubeError, NotFound
+from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotFound
 from pykubeedge.core.hubproto import object_uid, rv_newer
 from pykubeedge.core.message import Message
+from pykubeedge.core.resource import parse_edge, trim_for_edge
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import CLUSTEROBJECTSYNCS, OBJECTSYNCS
 
 log = logging.getLogger(__name__)
-
-KIND_OF_TYPE = {"pod": "Pod", "configmap": "ConfigMap", "secret": "Secret", "node": "Node",
-                "device": "Device", "devicemodel": "DeviceModel"}
-API_VERSION_OF_KIND = {"Device": "devices.kubeedge.io/v1beta1",
-                       "DeviceModel": "devices.kubeedge.io/v1beta1"}
-
-
-@dataclass
-class Record:
-    node: str
-    uid: str
-    namespace: str | None  # None: cluster-scoped (ClusterObjectSync)
-    kind: str
-    name: str
-    rv: str  # "0" until the first ACK
-
-    @property
-    def resource_name(self) -> str:
-        return f"{self.node}.{self.uid}"
-
-    @property
-    def resource_type(self) -> str:
-        return self.kind.lower()
-
 
 @dataclass(frozen=True)
 class _Delete:
@@ -61,12 +41,18 @@ class _Delete:
 
 
 class SyncController:
+    """The ``synccontroller`` module; it implements :class:`~..common.objectsync.SyncRecords`
+    for the other controllers."""
+
     name = CloudModule.SYNCCONTROLLER
     group = CloudGroup.SYNCCONTROLLER
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
 
-    def __init__(self, kube: KubeClient, *, writers: int = 4, max_pending: int = 100_000) -> None:
+    def __init__(self, kube: KubeClient, *, writers: int = 4, max_pending: int = 100_000,
+                 clock: Clock = REAL_CLOCK, retry_interval: float = 1.0) -> None:
         self.kube = kube
+        self.clock = clock
+        self.retry_interval = retry_interval
         self.records: dict[tuple[str, str], Record] = {}
         self._by_node: dict[str, set[str]] = defaultdict(set)
         self._dirty: OrderedDict[tuple[str, str], Record | _Delete] = OrderedDict()
@@ -167,15 +153,16 @@ class SyncController:
     @staticmethod
     def _record_for(node: str, msg: Message) -> Record | None:
         uid = object_uid(msg)
-        parts = msg.resource.split("/")
-        if uid is None or len(parts) < 3:
+        if uid is None:
             return None
-        # Edge form after the hub's trim: <ns>/<type>/<name>.
-        ns, rtype, name = parts[-3], parts[-2], parts[-1]
-        kind = KIND_OF_TYPE.get(rtype)
-        if kind is None:
+        try:  # the cloud form (as EdgeController sent it) or the edge form (as it went down)
+            res = parse_edge(trim_for_edge(msg.resource))
+        except DecodeError:
             return None
-        return Record(node, uid, None if ns == "null" else ns, kind, name,
+        kind = KIND_OF_TYPE.get(res.resource_type)
+        if kind is None or res.is_list:
+            return None
+        return Record(node, uid, None if res.cluster_scoped else res.namespace, kind, res.name,
                       msg.resourceversion or "0")
 
     # -- module ------------------------------------------------------------------------------
@@ -221,7 +208,7 @@ class SyncController:
                     continue
                 log.warning("writing sync record %s failed: %s; retrying later", key, exc)
                 self._dirty.setdefault(key, value)
-                await asyncio.sleep(1.0)
+                await self.clock.sleep(self.retry_interval)
             finally:
                 self._busy.discard(key)
                 if self._dirty:

@@ -8,14 +8,13 @@ Usage::
 """
 
 from pykubeedge.edge.edged.edged import Edged
+from pykubeedge.edge.edged.fake import ContainerScript, FakeRuntime
 from pykubeedge.edge.edged.node import KUBERNETES_VERSION, HostInfo, kubelet_version, probe_host
 from pykubeedge.edge.edged.runtime import (
     ContainerRuntimeError,
-    ContainerScript,
     ContainerSpec,
     ContainerState,
     ContainerStatus,
-    FakeRuntime,
     ImagePullError,
     Mount,
     PodSandboxStatus,

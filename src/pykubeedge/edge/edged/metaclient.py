@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from pykubeedge.beehive import BeehiveContext, BeehiveError
 from pykubeedge.core.constants import EdgeGroup, EdgeModule, Operation
+from pykubeedge.core.content import list_items as content_items
+from pykubeedge.core.content import parse_object_reply
 from pykubeedge.core.errors import PyKubeEdgeError
 from pykubeedge.core.message import new_message
 
@@ -56,71 +56,35 @@ class MetaClient:
         except BeehiveError as exc:
             raise MetaRequestError(f"{operation} {resource}: {exc}") from None
         if reply.operation == Operation.ERROR:
-            raise MetaRequestError(f"{operation} {resource}: {_text(reply.content)}")
+            raise MetaRequestError(f"{operation} {resource}: {reply.content}")
         return reply.content
 
 
 def object_resp(content: Any) -> tuple[dict[str, Any] | None, str]:
-    """Split a reply into ``(object, error text)``.
+    """A reply as ``(object, error text)`` (see :func:`core.content.parse_object_reply`).
 
-    Understands ``{"Object": ..., "Err": ...}`` (upstream ``ObjectResp``, ``Err`` a string or a
-    Go ``StatusError``), a bare object, and ``"OK"``.
-
-    >>> object_resp({"Object": {"kind": "Node"}, "Err": ""})
+    >>> object_resp({"Object": {"kind": "Node"}, "Err": None})
     ({'kind': 'Node'}, '')
     >>> object_resp({"Object": None, "Err": {"ErrStatus": {"message": "already exists"}}})
     (None, 'already exists')
     >>> object_resp("OK")
     (None, '')
     """
-    if isinstance(content, dict) and ("Object" in content or "Err" in content):
-        obj = content.get("Object")
-        return (obj if isinstance(obj, dict) and obj else None), _text(content.get("Err"))
-    if isinstance(content, dict):
-        return content, ""
-    return None, ""
+    reply = parse_object_reply(content)
+    return reply.object, reply.error
 
 
 def list_items(content: Any) -> list[dict[str, Any]]:
-    """The objects of a list reply: a list of objects or of JSON strings (upstream's form).
-
-    Malformed items are logged and skipped.
+    """The objects of a list reply (see :func:`core.content.list_items`); anything that is
+    not an object is logged and skipped.
 
     >>> list_items(['{"kind": "Pod"}', {"kind": "Pod"}, 7])
     [{'kind': 'Pod'}, {'kind': 'Pod'}]
     """
-    if isinstance(content, dict) and isinstance(content.get("items"), list):
-        content = content["items"]
-    if not isinstance(content, list):
-        if content not in (None, ""):
-            log.warning("expected a list reply, got %s", type(content).__name__)
-        return []
     items: list[dict[str, Any]] = []
-    for item in content:
-        if isinstance(item, str | bytes):
-            try:
-                item = orjson.loads(item)
-            except orjson.JSONDecodeError:
-                log.warning("skipped a list item that is not JSON")
-                continue
+    for item in content_items(content):
         if isinstance(item, dict):
             items.append(item)
         else:
             log.warning("skipped a list item of type %s", type(item).__name__)
     return items
-
-
-def _text(err: Any) -> str:
-    if err is None:
-        return ""
-    if isinstance(err, str):
-        return err
-    if isinstance(err, dict):
-        status = err.get("ErrStatus", err)
-        if isinstance(status, dict):
-            for key in ("message", "reason"):
-                value = status.get(key)
-                if isinstance(value, str) and value:
-                    return value
-        return str(err) if err else ""
-    return str(err)

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from pykubeedge.core.constants import ResourceType
 from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.core.objects import namespace_of
 from pykubeedge.core.podrefs import iter_references
 from pykubeedge.edge.edged.runtime import Mount
 
@@ -94,7 +95,7 @@ def referenced_objects(pod: Mapping[str, Any]) -> list[ObjectRef]:
     >>> referenced_objects(pod)
     [ObjectRef(kind='configmap', namespace='ns', name='cfg', optional=True)]
     """
-    namespace = str(_dict(pod.get("metadata")).get("namespace") or "default")
+    namespace = namespace_of(pod)
     found: dict[ObjectKey, bool] = {}
     for ref in iter_references(pod):
         if ref.use not in ("volume", "env"):
@@ -157,8 +158,7 @@ def resolve_env(
     >>> resolve_env(pod, c, {}, pod_ip="10.88.0.2", host_ip="10.0.0.1")
     {'A': 'x', 'B': 'x-y', 'POD': 'p'}
     """
-    metadata = _dict(pod.get("metadata"))
-    namespace = str(metadata.get("namespace") or "default")
+    namespace = namespace_of(pod)
     env: dict[str, str] = {}
     for source in _list(container.get("envFrom")):
         source = _dict(source)
@@ -276,8 +276,7 @@ def resolve_volumes(
 
     Other volume types are left to the runtime backend (empty here).
     """
-    metadata = _dict(pod.get("metadata"))
-    namespace = str(metadata.get("namespace") or "default")
+    namespace = namespace_of(pod)
     volumes: dict[str, dict[str, bytes]] = {}
     for volume in _list(_dict(pod.get("spec")).get("volumes")):
         volume = _dict(volume)

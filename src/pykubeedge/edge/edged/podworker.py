@@ -21,7 +21,9 @@ from typing import Any, Final
 
 import orjson
 
+from pykubeedge.core.clock import Sleep, TimeSource
 from pykubeedge.core.constants import Operation, ResourceType
+from pykubeedge.core.objects import name_of, namespace_of, uid_of
 from pykubeedge.core.resource import build_edge
 from pykubeedge.edge.edged import podspec
 from pykubeedge.edge.edged.metaclient import MetaClient, MetaRequestError
@@ -51,7 +53,6 @@ from pykubeedge.edge.edged.runtime import (
     SandboxConfig,
     SandboxState,
 )
-from pykubeedge.edge.edged.timefmt import Clock, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class WorkerDeps:
     meta: MetaClient
     fetch_object: ObjectFetcher
     host_ip: Callable[[], str]
-    clock: Clock
+    clock: TimeSource
     sleep: Sleep
     retry_interval: float = 10.0
     backoff_initial: float = BACKOFF_INITIAL
@@ -125,10 +126,9 @@ class PodWorker:
     """Keeps one pod (one UID) running as its spec says, and reports its status."""
 
     def __init__(self, pod: dict[str, Any], deps: WorkerDeps) -> None:
-        metadata = pod["metadata"]
-        self.uid: str = metadata["uid"]
-        self.name: str = metadata["name"]
-        self.namespace: str = metadata.get("namespace") or "default"
+        self.uid: str = uid_of(pod)
+        self.name: str = name_of(pod)
+        self.namespace: str = namespace_of(pod)
         self.pod = pod
         self._deps = deps
         self._wake = asyncio.Event()

@@ -1,4 +1,4 @@
-"""Kubernetes time formats, and the injectable clock and sleep Edged runs on.
+"""Kubernetes time formats.
 
 ``metav1.Time`` is RFC 3339 to the second; ``metav1.MicroTime`` (a Lease's ``renewTime``) has
 six fractional digits::
@@ -10,12 +10,6 @@ six fractional digits::
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable
-
-Clock = Callable[[], float]
-"""Wall-clock seconds since the Unix epoch (``time.time``)."""
-Sleep = Callable[[float], Awaitable[None]]
-"""``asyncio.sleep`` or a fake."""
 
 
 def rfc3339(ts: float) -> str:

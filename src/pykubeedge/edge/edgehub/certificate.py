@@ -12,7 +12,7 @@ reconnect with the new one.
 
     paths = await bootstrap(edge_cfg)              # no-op when the certificate is good
     rotator = CertRotator(edge_cfg, on_rotated=hub.reconnect)
-    task = asyncio.create_task(rotator.run())
+    task_group.create_task(rotator.run())   # in edgecore's scope, until it stops
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pykubeedge.core.clock import TimeSource
 from pykubeedge.core.config import EdgeCoreConfig
 from pykubeedge.core.errors import CertificateError, ConfigError, TokenError
 from pykubeedge.transport import certs, tls
@@ -218,7 +219,7 @@ class CertRotator:
         await rotator.run()          # until cancelled
     """
 
-    def __init__(self, edge_cfg: EdgeCoreConfig, *, clock: Callable[[], float] = time.time,
+    def __init__(self, edge_cfg: EdgeCoreConfig, *, clock: TimeSource = time.time,
                  rand: Callable[[], float] = random.random,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                  on_rotated: Callable[[], Awaitable[object] | object] | None = None,

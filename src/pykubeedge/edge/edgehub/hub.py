@@ -11,8 +11,12 @@
 - reconnects with exponential backoff **with jitter**, and tells the edge modules
   ``cloud_connected`` / ``cloud_disconnected``.
 
-    hub = EdgeHub(EdgeHubSettings.from_config(cfg), outbox)
+    hub = EdgeHub(EdgeHubSettings.from_config(cfg), await Outbox.open(db))
     hive.add_module(hub)
+
+Time comes from the :class:`~pykubeedge.core.clock.Clock` it is given (keepalive, throttle,
+reconnect backoff) and connections from its ``dial`` (aiohttp over TLS by default; an
+in-memory network in tests), so its whole life can be tested in fake time.
 """
 
 from __future__ import annotations
@@ -20,20 +24,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
-import sqlite3
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.core import codec
 from pykubeedge.core.backoff import Backoff
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.config import EdgeCoreConfig
 from pykubeedge.core.constants import (
     Content,
@@ -44,11 +49,13 @@ from pykubeedge.core.constants import (
     ResourceType,
     Source,
 )
-from pykubeedge.core.errors import ConfigError, DecodeError
+from pykubeedge.core.errors import ConfigError, DecodeError, StoreError
 from pykubeedge.core.message import Message, error_message, new_message
 from pykubeedge.core.ratelimit import TokenBucket
-from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.core.resource import parse_edge
+from pykubeedge.edge.edgehub.outbox import MessageStore
 from pykubeedge.transport.tls import client_context
+from pykubeedge.transport.websocket import Dial, WebSocket
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +113,15 @@ class EdgeHub:
     group = EdgeGroup.HUB
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
 
-    def __init__(self, settings: EdgeHubSettings, outbox: Outbox, *,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, settings: EdgeHubSettings, outbox: MessageStore, *,
+                 clock: Clock = REAL_CLOCK, dial: Dial | None = None) -> None:
         self.s = settings
         self.outbox = outbox
-        self._sleep = sleep
-        self._clock = clock
+        self.clock = clock
+        self._dial = dial
         self.connected = asyncio.Event()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: WebSocket | None = None
+        self._tasks: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()  # orders "send directly" against "keep in the outbox"
         self._backoff = Backoff(settings.reconnect_initial, settings.reconnect_cap)
         self._ctx: BeehiveContext | None = None
@@ -122,36 +129,43 @@ class EdgeHub:
         self._bucket: TokenBucket | None = None
         self.connects = 0
 
-    def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
-
     async def start(self, ctx: BeehiveContext) -> None:
         self._ctx = ctx
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._route_to_cloud(ctx), name="edgehub-to-cloud")
-            tg.create_task(self._connection_loop(ctx), name="edgehub-connection")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                tg.create_task(self._route_to_cloud(ctx), name="edgehub-to-cloud")
+                tg.create_task(self._connection_loop(ctx), name="edgehub-connection")
+        finally:
+            self._tasks = None
 
     def reconnect(self) -> None:
         """Drop the connection and dial again (after a certificate rotation)."""
         self._reconnect_now.set()
         if self._ws is not None:
-            asyncio.get_running_loop().create_task(self._ws.close())
+            self._close_soon(self._ws)
+
+    def _close_soon(self, ws: WebSocket) -> None:
+        """Close ``ws`` in the module's scope (the session then ends and the loop redials)."""
+        if self._tasks is not None:
+            self._tasks.create_task(_close_quietly(ws), name="edgehub-close")
 
     # -- the connection -------------------------------------------------------------------
 
     async def _connection_loop(self, ctx: BeehiveContext) -> None:
         headers = {"node_id": self.s.node_name, "project_id": self.s.project_id,
                    "ConnectionUse": "msg"}
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.s.handshake_timeout,
-                                        sock_connect=self.s.handshake_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with contextlib.AsyncExitStack() as stack:
+            dial = self._dial
+            if dial is None:
+                timeout = aiohttp.ClientTimeout(total=None, connect=self.s.handshake_timeout,
+                                                sock_connect=self.s.handshake_timeout)
+                http = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
+                dial = functools.partial(self._dial_tls, http)
             while True:
                 ws = None
                 try:
-                    ws = await http.ws_connect(
-                        self.s.url, headers=headers, ssl=self.s.ssl_context(),
-                        heartbeat=self.s.heartbeat * 2, max_msg_size=self.s.max_frame,
-                        autoping=True, decode_text=False)
+                    ws = await dial(self.s.url, headers)
                 except (aiohttp.ClientError, OSError, TimeoutError, ConfigError) as exc:
                     log.warning("cannot connect to CloudHub at %s: %s", self.s.url,
                                 _reason(exc))
@@ -163,9 +177,15 @@ class EdgeHub:
                     continue
                 delay = self._backoff.next_delay()
                 log.info("reconnecting to CloudHub in %.1fs", delay)
-                await self._sleep(delay)
+                await self.clock.sleep(delay)
 
-    async def _serve(self, ctx: BeehiveContext, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _dial_tls(self, http: aiohttp.ClientSession, url: str,
+                        headers: Mapping[str, str]) -> WebSocket:
+        return await http.ws_connect(
+            url, headers=headers, ssl=self.s.ssl_context(), heartbeat=self.s.heartbeat * 2,
+            max_msg_size=self.s.max_frame, autoping=True, decode_text=False)
+
+    async def _serve(self, ctx: BeehiveContext, ws: WebSocket) -> None:
         self.connects += 1
         log.info("connected to CloudHub %s as node %s", self.s.server, self.s.node_name)
         keepalive = asyncio.create_task(self._keepalive(ws))
@@ -189,7 +209,7 @@ class EdgeHub:
             log.warning("disconnected from CloudHub (close code %s)", code)
             await self._publish_connection(ctx, Content.CLOUD_DISCONNECTED)
 
-    async def _drain_outbox(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _drain_outbox(self, ws: WebSocket) -> None:
         """Send what waited in the outbox, oldest first, then switch to direct sending."""
         sent = 0
         while True:
@@ -208,7 +228,7 @@ class EdgeHub:
                     sent += 1
                 await self.outbox.delete_through(seq)
 
-    async def _keepalive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _keepalive(self, ws: WebSocket) -> None:
         while True:
             ping = new_message(source=EdgeModule.EDGEHUB, group=MessageGroup.RESOURCE,
                                resource=ResourceType.NODE, operation=Operation.KEEPALIVE,
@@ -219,9 +239,9 @@ class EdgeHub:
                 log.warning("keepalive failed: %s", exc)
                 await ws.close()
                 return
-            await asyncio.sleep(self.s.heartbeat)
+            await self.clock.sleep(self.s.heartbeat)
 
-    async def _read(self, ctx: BeehiveContext, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ctx: BeehiveContext, ws: WebSocket) -> None:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
                 try:
@@ -268,8 +288,10 @@ class EdgeHub:
             event = new_message(source=Source.EDGEHUB, group=group,
                                 resource=ResourceType.NODE_CONNECTION,
                                 operation=Operation.CONNECT, content=content)
-            with contextlib.suppress(Exception):
+            try:
                 await ctx.send_to_group(group, event)
+            except Exception as exc:
+                log.warning("%s not told to group %s: %r", content, group, exc)
 
     # -- edge modules -> cloud -----------------------------------------------------------------
 
@@ -292,25 +314,27 @@ class EdgeHub:
                     self._ws = None
                     self.connected.clear()
                     # Close it, so the session ends and the reconnect drains the outbox.
-                    asyncio.get_running_loop().create_task(ws.close())
+                    self._close_soon(ws)
             try:
                 kept = await self.outbox.put(msg, replace=coalesce_key(msg))
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 log.error("cannot keep %s in the outbox: %s", msg, exc)
                 kept = False
             if not kept:
                 log.error("outbox full (%d) or failing; refusing %s", self.outbox.limit, msg)
-                if self._ctx is not None and msg.sync:
-                    self._ctx.respond(error_message(msg, "edgehub outbox is full"))
+                if self._ctx is not None and msg.sync and not self._ctx.respond(
+                        error_message(msg, "edgehub outbox is full")):
+                    log.warning("nobody waits any more for the refusal of %s", msg)
 
     async def _throttle(self) -> None:
+        now = self.clock.monotonic()
         if self._bucket is None:
-            self._bucket = TokenBucket(self.s.message_qps, self.s.message_burst, self._now())
-        wait = self._bucket.reserve(self._now())
+            self._bucket = TokenBucket(self.s.message_qps, self.s.message_burst, now)
+        wait = self._bucket.reserve(now)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.clock.sleep(wait)
 
-    async def _write(self, ws: aiohttp.ClientWebSocketResponse, msg: Message) -> None:
+    async def _write(self, ws: WebSocket, msg: Message) -> None:
         if ws.closed:
             raise ConnectionError("connection closed")
         if msg.sync:  # a local send_sync detail; never on the wire (as upstream)
@@ -327,10 +351,18 @@ _LATEST_ONLY = frozenset({"nodepatch", "podpatch", "nodestatus", "podstatus", "l
 
 def coalesce_key(msg: Message) -> str | None:
     """The outbox key under which ``msg`` replaces an older message, if it may."""
-    parts = msg.resource.split("/")
-    if len(parts) == 3 and parts[1] in _LATEST_ONLY and msg.operation != Operation.RESPONSE:
-        return msg.resource
-    return None
+    if msg.operation == Operation.RESPONSE:
+        return None
+    try:
+        res = parse_edge(msg.resource)
+    except DecodeError:
+        return None
+    return msg.resource if not res.is_list and res.resource_type in _LATEST_ONLY else None
+
+
+async def _close_quietly(ws: WebSocket) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close()
 
 
 def _reason(exc: BaseException) -> str:

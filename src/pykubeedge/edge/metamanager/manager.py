@@ -16,7 +16,7 @@ Messages are handled concurrently (bounded), but in arrival order per resource, 
 insert and the delete after it can never swap. A bad message gets an ``error`` reply and
 changes nothing; no message can stop the module::
 
-    store = await MetaStore.open(cfg.database.dataSource)
+    store = await MetaStore.open(db)     # db: the process's edge.dbm.Database
     hive.add_module(MetaManager(store, remote_query_timeout=60,
                                 metaserver=MetaServer(store, port=10550)))
 """
@@ -24,13 +24,10 @@ changes nothing; no message can stop the module::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
 from typing import Any, Final
-
-import orjson
 
 from pykubeedge.beehive import (
     BeehiveContext,
@@ -51,11 +48,19 @@ from pykubeedge.core.constants import (
     Operation,
     ResourceType,
 )
-from pykubeedge.core.errors import DecodeError
+from pykubeedge.core.content import (
+    json_object,
+    list_items,
+    parse_object_reply,
+    patch_content,
+    reply_object,
+)
+from pykubeedge.core.errors import DecodeError, StoreError
 from pykubeedge.core.message import Message, error_message, new_id, response
-from pykubeedge.core.resource import EdgeResource, parse_edge
+from pykubeedge.core.objects import name_of, uid_of
+from pykubeedge.core.resource import EdgeResource, build_edge, parse_edge
+from pykubeedge.edge.metamanager.dao import DeleteOutcome, MetaStore
 from pykubeedge.edge.metamanager.metaserver import MetaServer
-from pykubeedge.edge.metamanager.store import DeleteOutcome, MetaStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +303,7 @@ class MetaManager:
         except RemoteError as exc:
             await self._reply(req.msg, error_from_meta(req.msg, str(exc)))
             return
-        stored = stored_object(reply.content)
+        stored = reply_object(reply.content)
         if stored is not None:
             await self.store.upsert(req.key, stored)
         await self._reply(req.msg, response_from_meta(req.msg, reply.content))
@@ -324,13 +329,10 @@ class MetaManager:
 
     async def _pod_patch(self, req: _Request) -> None:
         text, patch = patch_content(req.msg.content)
-        metadata = patch.get("metadata")
-        uid = metadata.get("uid") if isinstance(metadata, dict) else None
         status = patch.get("status")
         if status is not None and not isinstance(status, dict):
             raise DecodeError("a pod status patch's status must be a JSON object")
-        await self.store.save_pod_patch(req.key, text, uid=uid if isinstance(uid, str) else "",
-                                        status=status)
+        await self.store.save_pod_patch(req.key, text, uid=uid_of(patch), status=status)
         await self._to_cloud(req.msg, content=text)
         await self._reply(req.msg, response_from_meta(req.msg, Content.ACK_OK))
 
@@ -350,9 +352,9 @@ class MetaManager:
         await self._reply(req.msg, response_from_meta(req.msg, reply.content))
 
     async def _store_node(self, name: str, content: Any) -> None:
-        node = stored_object(content)
-        if isinstance(node, dict) and _name_of(node) == name:
-            await self.store.upsert(f"{NULL_NAMESPACE}/{ResourceType.NODE}/{name}", node)
+        node = reply_object(content)
+        if node is not None and name_of(node) == name:
+            await self.store.upsert(build_edge(NULL_NAMESPACE, ResourceType.NODE, name), node)
 
     # -- delete ------------------------------------------------------------------------------
 
@@ -366,10 +368,10 @@ class MetaManager:
         obj = None if msg.content in (None, "") else json_object(msg.content)
         # A delete names one incarnation (UID) of an object: a same-name object created since
         # (a ConfigMap deleted and created again) must survive a late delete of the old one.
-        uid = _uid_of(obj)
+        uid = uid_of(obj)
         also: tuple[str, ...] = ()
         if res.resource_type == ResourceType.POD:
-            also = (RESOURCE_SEP.join((res.namespace, ResourceType.POD_PATCH, res.name)),)
+            also = (build_edge(res.namespace, ResourceType.POD_PATCH, res.name),)
         outcome = await self.store.delete(req.key, uid=uid or None, also=also)
         if outcome is DeleteOutcome.UID_MISMATCH:
             log.info("ignored delete of %s: the stored object is not uid %s", req.key, uid)
@@ -415,7 +417,7 @@ class MetaManager:
 
     async def _remote_query(self, req: _Request) -> Message:
         reply = await self._remote(req.msg)
-        items = query_items(reply.content)
+        items = list_items(reply.content)
         if len(items) == 1 and isinstance(items[0], dict):
             await self.store.upsert(req.key, items[0])
         return response_from_meta(req.msg, items)
@@ -480,9 +482,9 @@ class MetaManager:
             raise RemoteError(f"no module {self.send_module!r} to reach the cloud") from None
         if reply.operation == Operation.ERROR:
             raise RemoteError(str(reply.content))
-        content = reply.content
-        if isinstance(content, dict) and isinstance(content.get("Err"), str) and content["Err"]:
-            raise RemoteError(content["Err"])
+        answer = parse_object_reply(reply.content)
+        if answer.failed:  # an ObjectResp whose Err is set (a StatusError, or older text)
+            raise RemoteError(answer.error)
         return reply
 
     async def _to_cloud(self, msg: Message, *, content: Any = None) -> None:
@@ -498,7 +500,7 @@ class MetaManager:
         ctx = self._require_ctx()
         if request.sync:
             if not ctx.respond(reply):
-                log.debug("nobody waits any more for the reply to %s", request)
+                log.info("reply to %s not delivered: nobody waits for it any more", request)
             return
         if request.source in CLOUD_ONLY_SOURCES:
             await self._send(self.send_module, reply)
@@ -510,8 +512,10 @@ class MetaManager:
     async def _reply_error(self, request: Message, reason: str) -> None:
         if request.operation in (Operation.RESPONSE, Operation.ERROR):
             return  # never answer an answer
-        with contextlib.suppress(HiveClosedError):
+        try:
             await self._reply(request, error_from_meta(request, reason))
+        except HiveClosedError:
+            log.info("error reply to %s not sent (shutting down): %s", request, reason)
 
     async def _send(self, module: str, msg: Message) -> None:
         try:
@@ -534,66 +538,6 @@ _HANDLERS: Final = {
 }
 
 
-
-
-# -- content rules -------------------------------------------------------------------------
-
-
-def json_object(content: Any) -> dict[str, Any]:
-    """``content`` as a JSON object: a dict, or a string holding one; else DecodeError.
-
-    >>> json_object('{"metadata": {"name": "x"}}')
-    {'metadata': {'name': 'x'}}
-    """
-    if isinstance(content, dict):
-        return content
-    if isinstance(content, str):
-        try:
-            parsed = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError(f"content is not JSON: {exc}") from None
-        if isinstance(parsed, dict):
-            return parsed
-    raise DecodeError(f"content must be a JSON object, got {type(content).__name__}")
-
-
-def patch_content(content: Any) -> tuple[str, dict[str, Any]]:
-    """A patch as (JSON text, parsed object); Edged sends the text, a dict is accepted too.
-
-    >>> patch_content({"status": {}})
-    ('{"status":{}}', {'status': {}})
-    """
-    obj = json_object(content)
-    text = content if isinstance(content, str) else orjson.dumps(obj).decode()
-    return text, obj
-
-
-def stored_object(content: Any) -> dict[str, Any] | None:
-    """The object a cloud reply carries: ``ObjectResp.Object``, or the object itself."""
-    if isinstance(content, dict):
-        if "Object" in content:
-            inner = content.get("Object")
-            return inner if isinstance(inner, dict) else None
-        return content if isinstance(content.get("metadata"), dict) else None
-    return None
-
-
-def query_items(content: Any) -> list[Any]:
-    """A query reply's content as the list Edged gets: one object per element.
-
-    >>> query_items({"Object": {"metadata": {"name": "x"}}, "Err": ""})
-    [{'metadata': {'name': 'x'}}]
-    """
-    if isinstance(content, list):
-        return [_parse_if_text(item) for item in content]
-    if isinstance(content, str):
-        parsed = _parse_if_text(content)
-        return parsed if isinstance(parsed, list) else [parsed]
-    if isinstance(content, dict) and "Object" in content:
-        return [content["Object"]]
-    return [content]
-
-
 def response_from_meta(request: Message, content: Any) -> Message:
     """A ``response`` to ``request`` sent by MetaManager (upstream ``SetRoute(metamanager)``)."""
     return dataclasses.replace(response(request, content), source=EdgeModule.METAMANAGER)
@@ -602,24 +546,3 @@ def response_from_meta(request: Message, content: Any) -> Message:
 def error_from_meta(request: Message, reason: str) -> Message:
     """An ``error`` reply to ``request`` sent by MetaManager."""
     return error_message(request, reason, source=EdgeModule.METAMANAGER)
-
-
-def _parse_if_text(item: Any) -> Any:
-    if isinstance(item, str):
-        try:
-            return orjson.loads(item)
-        except orjson.JSONDecodeError:
-            return item
-    return item
-
-
-def _uid_of(obj: dict[str, Any] | None) -> str:
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    uid = metadata.get("uid") if isinstance(metadata, dict) else None
-    return uid if isinstance(uid, str) else ""
-
-
-def _name_of(obj: dict[str, Any]) -> str:
-    metadata = obj.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    return name if isinstance(name, str) else ""

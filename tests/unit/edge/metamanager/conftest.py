@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pykubeedge.edge.metamanager.store import MetaStore
+from pykubeedge.edge.metamanager.dao import MetaStore
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import pytest
 from pykubeedge.beehive import NEVER, BeehiveContext, Hive, RestartPolicy
 from pykubeedge.core.constants import Content
 from pykubeedge.core.message import Message, error_message, new_message, response
+from pykubeedge.edge.metamanager.dao import MetaStore
 from pykubeedge.edge.metamanager.manager import MetaManager
 from pykubeedge.edge.metamanager.metaserver import MetaServer
-from pykubeedge.edge.metamanager.store import MetaStore
 from tests.conftest import eventually
 from tests.unit.edge.metamanager.objects import configmap, node, pod
 

@@ -94,6 +94,56 @@ class RuntimeServiceStub(object):
                 request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatusRequest.SerializeToString,
                 response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatusResponse.FromString,
                 _registered_method=True)
+        self.UpdateContainerResources = channel.unary_unary(
+                '/runtime.v1.RuntimeService/UpdateContainerResources',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.UpdateContainerResourcesRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.UpdateContainerResourcesResponse.FromString,
+                _registered_method=True)
+        self.ReopenContainerLog = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ReopenContainerLog',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ReopenContainerLogRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ReopenContainerLogResponse.FromString,
+                _registered_method=True)
+        self.ExecSync = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ExecSync',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecSyncResponse.FromString,
+                _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/runtime.v1.RuntimeService/Exec',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecResponse.FromString,
+                _registered_method=True)
+        self.Attach = channel.unary_unary(
+                '/runtime.v1.RuntimeService/Attach',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.AttachRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.AttachResponse.FromString,
+                _registered_method=True)
+        self.PortForward = channel.unary_unary(
+                '/runtime.v1.RuntimeService/PortForward',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PortForwardRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PortForwardResponse.FromString,
+                _registered_method=True)
+        self.ContainerStats = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ContainerStats',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatsRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatsResponse.FromString,
+                _registered_method=True)
+        self.ListContainerStats = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ListContainerStats',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListContainerStatsRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListContainerStatsResponse.FromString,
+                _registered_method=True)
+        self.PodSandboxStats = channel.unary_unary(
+                '/runtime.v1.RuntimeService/PodSandboxStats',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PodSandboxStatsRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PodSandboxStatsResponse.FromString,
+                _registered_method=True)
+        self.ListPodSandboxStats = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ListPodSandboxStats',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListPodSandboxStatsRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListPodSandboxStatsResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/runtime.v1.RuntimeService/Status',
                 request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.StatusRequest.SerializeToString,
@@ -176,6 +226,66 @@ class RuntimeServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateContainerResources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenContainerLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecSync(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attach(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PortForward(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContainerStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContainerStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PodSandboxStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPodSandboxStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -244,6 +354,56 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ContainerStatus,
                     request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatusRequest.FromString,
                     response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatusResponse.SerializeToString,
+            ),
+            'UpdateContainerResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContainerResources,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.UpdateContainerResourcesRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.UpdateContainerResourcesResponse.SerializeToString,
+            ),
+            'ReopenContainerLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenContainerLog,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ReopenContainerLogRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ReopenContainerLogResponse.SerializeToString,
+            ),
+            'ExecSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecSync,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecSyncRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecSyncResponse.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecResponse.SerializeToString,
+            ),
+            'Attach': grpc.unary_unary_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.AttachRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.AttachResponse.SerializeToString,
+            ),
+            'PortForward': grpc.unary_unary_rpc_method_handler(
+                    servicer.PortForward,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PortForwardRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PortForwardResponse.SerializeToString,
+            ),
+            'ContainerStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerStats,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatsRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatsResponse.SerializeToString,
+            ),
+            'ListContainerStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainerStats,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListContainerStatsRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListContainerStatsResponse.SerializeToString,
+            ),
+            'PodSandboxStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.PodSandboxStats,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PodSandboxStatsRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PodSandboxStatsResponse.SerializeToString,
+            ),
+            'ListPodSandboxStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPodSandboxStats,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListPodSandboxStatsRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListPodSandboxStatsResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -586,6 +746,276 @@ class RuntimeService(object):
             _registered_method=True)
 
     @staticmethod
+    def UpdateContainerResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/UpdateContainerResources',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.UpdateContainerResourcesRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.UpdateContainerResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenContainerLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ReopenContainerLog',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ReopenContainerLogRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ReopenContainerLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ExecSync',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/Exec',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/Attach',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.AttachRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.AttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PortForward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/PortForward',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PortForwardRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PortForwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ContainerStats',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatsRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ContainerStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContainerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ListContainerStats',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListContainerStatsRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListContainerStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PodSandboxStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/PodSandboxStats',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PodSandboxStatsRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PodSandboxStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPodSandboxStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ListPodSandboxStats',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListPodSandboxStatsRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ListPodSandboxStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Status(request,
             target,
             options=(),
@@ -637,6 +1067,16 @@ class ImageServiceStub(object):
                 request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PullImageRequest.SerializeToString,
                 response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PullImageResponse.FromString,
                 _registered_method=True)
+        self.RemoveImage = channel.unary_unary(
+                '/runtime.v1.ImageService/RemoveImage',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.RemoveImageRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.RemoveImageResponse.FromString,
+                _registered_method=True)
+        self.ImageFsInfo = channel.unary_unary(
+                '/runtime.v1.ImageService/ImageFsInfo',
+                request_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ImageFsInfoRequest.SerializeToString,
+                response_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ImageFsInfoResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer(object):
@@ -660,6 +1100,18 @@ class ImageServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImageFsInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -677,6 +1129,16 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.PullImage,
                     request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PullImageRequest.FromString,
                     response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PullImageResponse.SerializeToString,
+            ),
+            'RemoveImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveImage,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.RemoveImageRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.RemoveImageResponse.SerializeToString,
+            ),
+            'ImageFsInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImageFsInfo,
+                    request_deserializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ImageFsInfoRequest.FromString,
+                    response_serializer=pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ImageFsInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -760,6 +1222,60 @@ class ImageService(object):
             '/runtime.v1.ImageService/PullImage',
             pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PullImageRequest.SerializeToString,
             pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.PullImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.ImageService/RemoveImage',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.RemoveImageRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.RemoveImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageFsInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.ImageService/ImageFsInfo',
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ImageFsInfoRequest.SerializeToString,
+            pykubeedge_dot_edge_dot_edged_dot_cri_dot_api__pb2.ImageFsInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,10 +21,9 @@ import asyncio
 import contextlib
 import logging
 import math
-import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -48,12 +47,11 @@ from pykubeedge.edge.edged.runtime import (
     SandboxConfig,
     SandboxState,
 )
+from pykubeedge.edge.edged.volumes import DEFAULT_POD_LOGS_DIR, DEFAULT_PODS_DIR, PodVolumes
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT: Final = "unix:///run/containerd/containerd.sock"
-DEFAULT_PODS_DIR: Final = "/var/lib/kubelet/pods"
-DEFAULT_POD_LOGS_DIR: Final = "/var/log/pods"
 CRI_API_VERSION: Final = "v1"
 
 REQUEST_TIMEOUT: Final = 120.0
@@ -77,10 +75,6 @@ RESTART_COUNT_ANNOTATION: Final = "io.kubernetes.container.restartCount"
 IMAGE_ANNOTATION: Final = "pykubeedge.io/image"
 HOSTNAME_ANNOTATION: Final = "pykubeedge.io/hostname"
 
-FILES_VOLUMES: Final = "pykubeedge.io~files"
-"""Subdirectory of ``volumes/`` for configMap/secret/projected files (mounted read-only)."""
-EMPTY_DIR_VOLUMES: Final = "kubernetes.io~empty-dir"
-
 _CONTAINER_STATES: Final = {
     api.CONTAINER_CREATED: ContainerState.CREATED,
     api.CONTAINER_RUNNING: ContainerState.RUNNING,
@@ -103,31 +97,6 @@ def parse_endpoint(endpoint: str) -> tuple[str, str]:
             f"container runtime endpoint {endpoint!r} is not a unix socket "
             f"(expected unix:///path/to/socket)")
     return f"unix://{path}", path
-
-
-def pod_log_dir(logs_dir: str | Path, namespace: str, name: str, uid: str) -> Path:
-    """``<logs_dir>/<namespace>_<name>_<uid>``, kubelet's pod log directory.
-
-    >>> str(pod_log_dir("/var/log/pods", "default", "web", "u1"))
-    '/var/log/pods/default_web_u1'
-    """
-    for value, what in ((namespace, "pod namespace"), (name, "pod name"), (uid, "pod UID")):
-        _safe_component(value, what)
-    return Path(logs_dir) / f"{namespace}_{name}_{uid}"
-
-
-def _safe_component(value: str, what: str) -> str:
-    if not value or value in (".", "..") or "/" in value or "\x00" in value:
-        raise ContainerRuntimeError(f"invalid {what} {value!r}")
-    return value
-
-
-def _safe_relative(value: str, what: str) -> PurePosixPath:
-    path = PurePosixPath(value)
-    if not value or path.is_absolute() or ".." in path.parts or "\x00" in value:
-        raise ContainerRuntimeError(f"invalid {what} {value!r}: must be a relative path "
-                                    "without '..'")
-    return path
 
 
 def sandbox_hostname(config: SandboxConfig) -> str:
@@ -185,8 +154,9 @@ class CRIRuntime:
     ) -> None:
         self.endpoint = endpoint
         self._target, self.socket_path = parse_endpoint(endpoint)
-        self.pods_dir = Path(pods_dir)
-        self.pod_logs_dir = Path(pod_logs_dir)
+        self.volumes = PodVolumes(pods_dir, pod_logs_dir)
+        self.pods_dir = self.volumes.pods_dir
+        self.pod_logs_dir = self.volumes.pod_logs_dir
         self.timeout = timeout
         self.query_timeout = query_timeout
         self.pull_timeout = pull_timeout
@@ -309,8 +279,7 @@ class CRIRuntime:
                                             namespace=config.namespace,
                                             attempt=config.attempt),
             hostname=hostname,
-            log_directory=str(pod_log_dir(self.pod_logs_dir, config.namespace, config.name,
-                                          config.uid)),
+            log_directory=str(self.volumes.log_dir(config.namespace, config.name, config.uid)),
             labels=labels,
             annotations={HOSTNAME_ANNOTATION: hostname},
             linux=api.LinuxPodSandboxConfig(
@@ -333,33 +302,10 @@ class CRIRuntime:
         )
         return self.sandbox_config(config)
 
-    def _pod_dir(self, uid: str) -> Path:
-        return self.pods_dir / _safe_component(uid, "pod UID")
-
-    def _prepare_pod(self, config: SandboxConfig) -> None:
-        """Write the volume files and make the log directory (blocking: run in a thread)."""
-        volumes = self._pod_dir(config.uid) / "volumes" / FILES_VOLUMES
-        for name, files in config.volumes.items():
-            target = volumes / _safe_component(name, "volume name")
-            checked = [(_safe_relative(rel, f"path in volume {name!r}"), data)
-                       for rel, data in files.items()]
-            staging = volumes / f".{name}.new"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True, mode=0o755)
-            for rel, data in checked:
-                path = staging / rel
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-                path.write_bytes(data)
-                path.chmod(0o644)
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
-        pod_log_dir(self.pod_logs_dir, config.namespace, config.name, config.uid).mkdir(
-            parents=True, exist_ok=True, mode=0o755)
-
     async def run_pod_sandbox(self, config: SandboxConfig) -> PodSandboxStatus:
         """Write the pod's volume files, run its sandbox, return the sandbox's status."""
         try:
-            await asyncio.to_thread(self._prepare_pod, config)
+            await asyncio.to_thread(self.volumes.prepare, config)
         except OSError as exc:
             raise ContainerRuntimeError(f"cannot prepare the pod directories: {exc}") from exc
         request = api.RunPodSandboxRequest(config=self.sandbox_config(config),
@@ -426,15 +372,7 @@ class CRIRuntime:
                         meta.name, exc)
             return
         if not left.items:
-            await asyncio.to_thread(self._remove_pod_dirs, meta.namespace, meta.name, meta.uid)
-
-    def _remove_pod_dirs(self, namespace: str, name: str, uid: str) -> None:
-        try:
-            dirs = (self._pod_dir(uid), pod_log_dir(self.pod_logs_dir, namespace, name, uid))
-        except ContainerRuntimeError:
-            return  # not a sandbox we made: its names would not be paths
-        for directory in dirs:
-            shutil.rmtree(directory, ignore_errors=True)
+            await asyncio.to_thread(self.volumes.remove, meta.namespace, meta.name, meta.uid)
 
     # -- images -------------------------------------------------------------------------------
 
@@ -490,40 +428,9 @@ class CRIRuntime:
         )
 
     def host_mounts(self, uid: str, mounts: Iterable[Mount]) -> list[api.Mount]:
-        """CRI mounts for a container's volume mounts (blocking: it makes directories).
-
-        A volume whose files Edged resolved (configMap, secret, projected) is mounted
-        read-only from ``volumes/pykubeedge.io~files/<name>``; any other is an emptyDir.
-        """
-        volumes = self._pod_dir(uid) / "volumes"
-        result = []
-        for mount in mounts:
-            name = _safe_component(mount.volume, "volume name")
-            files = volumes / FILES_VOLUMES / name
-            read_only = mount.read_only
-            if files.is_dir():
-                source, read_only = files, True
-            else:
-                source = volumes / EMPTY_DIR_VOLUMES / name
-                if not source.is_dir():
-                    source.mkdir(parents=True)
-                    source.chmod(0o777)  # as kubelet's emptyDir, whatever the umask
-            if mount.sub_path:
-                volume_root = source.resolve()
-                source = source / _safe_relative(mount.sub_path, "subPath")
-                # A container may have planted a symlink in its volume (ln -s / x): a subPath
-                # through it must not reach the host (kubelet's CVE-2017-1002101).
-                if not source.resolve().is_relative_to(volume_root):
-                    raise ContainerRuntimeError(
-                        f"subPath {mount.sub_path!r} of volume {name!r} leaves the volume")
-                if not source.exists():
-                    source.mkdir(parents=True, mode=0o777)
-                    if not source.resolve().is_relative_to(volume_root):
-                        raise ContainerRuntimeError(
-                            f"subPath {mount.sub_path!r} of volume {name!r} leaves the volume")
-            result.append(api.Mount(container_path=mount.path, host_path=str(source),
-                                    readonly=read_only))
-        return result
+        """CRI mounts for a container's volume mounts (blocking: see :class:`PodVolumes`)."""
+        return [api.Mount(container_path=m.container_path, host_path=m.host_path,
+                          readonly=m.read_only) for m in self.volumes.mounts(uid, mounts)]
 
     async def start_container(self, sandbox_id: str, spec: ContainerSpec) -> str:
         """Create and start the container; a container that fails to start is removed."""
@@ -657,6 +564,5 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "CRIRuntime",
     "parse_endpoint",
-    "pod_log_dir",
     "sandbox_hostname",
 ]

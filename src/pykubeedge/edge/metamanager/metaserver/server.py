@@ -6,7 +6,7 @@ Plain HTTP on ``127.0.0.1:10550`` by default. It answers discovery (``/version``
 of pods, configmaps, secrets, services, endpoints and nodes, with ``labelSelector``,
 ``fieldSelector`` and ``resourceVersion``; lists and watches as JSON or as the
 ``meta.k8s.io/v1`` Tables kubectl asks for. Resource versions are the store's revisions (see
-:mod:`.store`), so list-then-watch and watch resumption work; a watch from a revision the
+:mod:`..dao`), so list-then-watch and watch resumption work; a watch from a revision the
 store no longer remembers gets a 410 ``Expired`` ERROR event, and the client lists again::
 
     async with MetaServer(store, port=10550) as server:
@@ -31,21 +31,17 @@ import orjson
 from aiohttp import web
 
 from pykubeedge import __version__
-from pykubeedge.edge.metamanager.resources import BY_PLURAL, SERVED, V2Resource
-from pykubeedge.edge.metamanager.selectors import (
+from pykubeedge.core.errors import StoreError
+from pykubeedge.edge.metamanager.dao import MetaStore
+from pykubeedge.edge.metamanager.feed import Change, ChangeType, RevisionExpired
+from pykubeedge.edge.metamanager.metaserver.selectors import (
     Matcher,
     SelectorError,
     parse_field_selector,
     parse_label_selector,
 )
-from pykubeedge.edge.metamanager.store import (
-    Change,
-    ChangeType,
-    MetaStore,
-    RevisionExpired,
-    StoreError,
-)
-from pykubeedge.edge.metamanager.tables import INCLUDE_OBJECT, to_table
+from pykubeedge.edge.metamanager.metaserver.tables import INCLUDE_OBJECT, to_table
+from pykubeedge.edge.metamanager.resources import BY_PLURAL, SERVED, V2Resource
 
 log = logging.getLogger(__name__)
 

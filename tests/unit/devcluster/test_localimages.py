@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pykubeedge.edge.edged.cri.localimages import (
+from pykubeedge.devcluster.localimages import (
     PAUSE_IMAGE,
     ImageConfig,
     busybox_layer,
@@ -91,7 +91,7 @@ def test_archive_is_an_oci_layout_with_matching_digests(fake_busybox: Path) -> N
 
 def test_write_local_images_returns_every_name(fake_busybox: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pykubeedge.edge.edged.cri.localimages.busybox_applets",
+    monkeypatch.setattr("pykubeedge.devcluster.localimages.busybox_applets",
                         lambda _: APPLETS)
     dest = tmp_path / "out" / "images.tar"
     names = write_local_images(dest, busybox=fake_busybox)
@@ -102,7 +102,7 @@ def test_write_local_images_returns_every_name(fake_busybox: Path, tmp_path: Pat
 
 
 def test_a_missing_busybox_is_a_clear_error(tmp_path: Path) -> None:
-    from pykubeedge.edge.edged.cri.localimages import busybox_applets
+    from pykubeedge.devcluster.localimages import busybox_applets
 
     with pytest.raises(ContainerRuntimeError, match="cannot list the applets"):
         busybox_applets(tmp_path / "no-busybox")

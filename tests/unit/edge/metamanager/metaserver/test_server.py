@@ -10,8 +10,8 @@ import aiohttp
 import orjson
 import pytest
 
+from pykubeedge.edge.metamanager.dao import MetaStore
 from pykubeedge.edge.metamanager.metaserver import MetaServer
-from pykubeedge.edge.metamanager.store import MetaStore
 from tests.unit.edge.metamanager.objects import configmap, node, pod
 
 WAIT = 5.0  # a safety net for a hung test, never reached when the code works

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pykubeedge.edge.metamanager.selectors import (
+from pykubeedge.edge.metamanager.metaserver.selectors import (
     SelectorError,
     parse_field_selector,
     parse_label_selector,

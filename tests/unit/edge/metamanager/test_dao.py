@@ -1,4 +1,4 @@
-"""The meta store: contract tables, the batching writer, UID-guarded deletes, the change feed."""
+"""MetaManager's DAO: contract tables, the batching writer, UID-guarded deletes, the change feed."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pykubeedge.edge.metamanager.store import (
-    ChangeType,
-    DeleteOutcome,
-    MetaStore,
-    RevisionExpired,
-    StoreClosedError,
-    StoreError,
-)
+from pykubeedge.core.errors import StoreClosedError, StoreError
+from pykubeedge.edge.metamanager.dao import DeleteOutcome, MetaStore
+from pykubeedge.edge.metamanager.feed import ChangeType, RevisionExpired
 from tests.unit.edge.metamanager.objects import configmap, node, pod
 
 WAIT = 5.0  # a safety net for a hung test, never reached when the code works

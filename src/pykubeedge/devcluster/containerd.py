@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pykubeedge.edge.edged.cri.localimages import PAUSE_IMAGE, import_images
+from pykubeedge.devcluster.localimages import PAUSE_IMAGE, import_images
 from pykubeedge.edge.edged.cri.remote import CRINotServedError, CRIRuntime
 from pykubeedge.edge.edged.runtime import ContainerRuntimeError, ContainerState, SandboxState
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pykubeedge.edge.edged.cri.containerd import PrivateContainerd, _is_our_shim
+from pykubeedge.devcluster.containerd import PrivateContainerd, _is_our_shim
 from pykubeedge.edge.edged.runtime import ContainerRuntimeError
 
 

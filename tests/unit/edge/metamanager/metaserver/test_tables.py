@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from pykubeedge.edge.metamanager.metaserver.tables import human_duration, to_table
 from pykubeedge.edge.metamanager.resources import BY_PLURAL
-from pykubeedge.edge.metamanager.tables import human_duration, to_table
 from tests.unit.edge.metamanager.objects import configmap, node, pod
 
 NOW = dt.datetime(2024, 1, 1, 0, 10, tzinfo=dt.UTC)  # 10 minutes after the objects' creation

@@ -1,0 +1,68 @@
+"""EdgeController's answers to the edge, against an in-memory API server: a pod status patch
+is checked against the location cache (no GET per patch), carries the UID as a precondition,
+and the reply holds only what the edge needs, in upstream's ObjectResp encoding."""
+
+from __future__ import annotations
+
+import json
+
+from pykubeedge.cloud.edgecontroller.location import LocationCache
+from pykubeedge.cloud.edgecontroller.upstream import Upstream
+from pykubeedge.core.message import Message, new_message
+from pykubeedge.kube.resources import PODS
+from tests.unit.cloud.fakekube import FakeKube
+
+NS = "apps"
+
+
+def patch_message(node: str, name: str, patch: object) -> Message:
+    return new_message(source="edged", group="resource", operation="patch",
+                       resource=f"node/{node}/{NS}/podpatch/{name}",
+                       content=json.dumps(patch))
+
+
+async def edge_with_pod(node: str = "edge-1") -> tuple[FakeKube, LocationCache, Upstream, str]:
+    kube = FakeKube()
+    location = LocationCache()
+    pod = await kube.create(PODS, {"metadata": {"name": "web", "namespace": NS}, "spec": {
+        "nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
+    location.update_pod(pod)  # as the pod informer does
+    return kube, location, Upstream(kube, location), pod["metadata"]["uid"]  # type: ignore[arg-type]
+
+
+async def test_a_status_patch_of_its_own_pod_needs_no_get_and_returns_the_status_only() -> None:
+    kube, _, upstream, uid = await edge_with_pod()
+    reply = await upstream.handle(patch_message("edge-1", "web", {
+        "metadata": {"uid": uid}, "status": {"phase": "Running", "podIP": "10.88.0.2"}}))
+    assert reply.operation == "response" and reply.group == "resource"
+    assert reply.content["Err"] is None
+    returned = reply.content["Object"]
+    assert set(returned) == {"apiVersion", "kind", "metadata", "status"}  # no spec
+    assert set(returned["metadata"]) == {"name", "namespace", "uid", "resourceVersion"}
+    assert returned["status"]["phase"] == "Running"
+    assert kube.reads == []  # answered from the location cache
+    assert kube.writes[-1] == ("patch/status", "pods", f"{NS}/web")
+
+
+async def test_the_cache_still_refuses_what_is_not_the_nodes() -> None:
+    _, _, upstream, _uid = await edge_with_pod()
+    other = await upstream.handle(patch_message("edge-2", "web", {"status": {}}))
+    assert other.operation == "error" and "bound to 'edge-1'" in other.content
+    ghost = await upstream.handle(patch_message("edge-1", "ghost", {"status": {}}))
+    assert ghost.operation == "error" and "does not exist" in ghost.content
+    stale = await upstream.handle(patch_message("edge-1", "web", {
+        "metadata": {"uid": "an-earlier-uid"}, "status": {}}))
+    assert stale.operation == "error" and "another UID" in stale.content
+
+
+async def test_a_pod_replaced_behind_the_cache_is_not_patched() -> None:
+    kube, _, upstream, _uid = await edge_with_pod()
+    await kube.delete(PODS, "web", namespace=NS)  # and created again: a new UID...
+    await kube.create(PODS, {"metadata": {"name": "web", "namespace": NS}, "spec": {
+        "nodeName": "edge-1", "containers": []}})
+    # ...before the informer told the cache: the UID precondition stops the patch.
+    reply = await upstream.handle(patch_message("edge-1", "web", {"status": {"phase": "Failed"}}))
+    assert reply.operation == "response" and reply.content["Object"] is None
+    failure = reply.content["Err"]["ErrStatus"]
+    assert (failure["reason"], failure["code"]) == ("Conflict", 409)
+    assert (await kube.get(PODS, "web", namespace=NS)).get("status") is None

@@ -26,6 +26,8 @@ CONNECTED_PREFIX: Final = "$hw/events/connected/"
 DISCONNECTED_PREFIX: Final = "$hw/events/disconnected/"
 UPLOAD_FILTER: Final = "$hw/events/upload/#"
 UPLOAD_RECORDS: Final = "SYS/dis/upload_records"
+CLOUD_DEVICE_PREFIX: Final = "device/"
+"""What a device report's resource starts with between edge and cloud (not a topic)."""
 
 DEFAULT_SUBSCRIPTIONS: Final = (
     UPLOAD_FILTER,
@@ -174,12 +176,26 @@ def cloud_twin_resource(device_id: str) -> str:
     >>> cloud_twin_resource("default/thermo")
     'device/default/thermo/twin/edge_updated'
     """
-    return f"device/{device_id}{TWIN_EDGE_UPDATED}"
+    return f"{CLOUD_DEVICE_PREFIX}{device_id}{TWIN_EDGE_UPDATED}"
 
 
 def cloud_state_resource(device_id: str) -> str:
     """The resource of a device state report to the cloud."""
-    return f"device/{device_id}{STATE_UPDATE}"
+    return f"{CLOUD_DEVICE_PREFIX}{device_id}{STATE_UPDATE}"
+
+
+def parse_cloud_device_resource(resource: str) -> tuple[str, str]:
+    """The device id and the report (``/twin/edge_updated``, ``/state/update``) of a report's
+    resource as the cloud reads it after the node prefix; DecodeError if it is not
+    ``device/<ns>/<name>/...``.
+
+    >>> parse_cloud_device_resource(cloud_twin_resource("default/thermo"))
+    ('default/thermo', '/twin/edge_updated')
+    """
+    parts = resource.split("/", 3)
+    if len(parts) != 4 or f"{parts[0]}/" != CLOUD_DEVICE_PREFIX or not parts[1] or not parts[2]:
+        raise DecodeError(f"resource {resource!r} is not device/<namespace>/<name>/...")
+    return f"{parts[1]}/{parts[2]}", f"/{parts[3]}"
 
 
 def encode_resource(topic: str) -> str:

@@ -14,32 +14,33 @@ Unlike upstream (PROJECT): a DeviceModel change reaches the nodes that use it; a
 created for every Device; edges' reports are coalesced, rate-limited and checked against the
 reporting node (:mod:`.upstream`).
 
-    dc = DeviceController(kube, sync)
+    dc = DeviceController(kube, sync)    # sync: the ObjectSync records (SyncController)
     hive.add_module(dc)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.cloud.common.objectsync import DEVICECONTROLLER_KINDS, SyncRecords
 from pykubeedge.cloud.devicecontroller.downstream import (
     gone_object,
     membership_message,
     model_key,
-    node_of,
     object_message,
 )
 from pykubeedge.cloud.devicecontroller.upstream import StatusWriter
-from pykubeedge.cloud.synccontroller.controller import SyncController
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import CloudGroup, CloudModule, Operation, ResourceType
-from pykubeedge.core.errors import KubeError
+from pykubeedge.core.errors import DecodeError, KubeError
 from pykubeedge.core.hubproto import needs_ack
 from pykubeedge.core.message import Message
+from pykubeedge.core.objects import node_name_of, uid_of
 from pykubeedge.core.resource import split_node_prefix
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.informer import ADDED, DELETED, Informer, InformerEvent, object_key
@@ -48,8 +49,8 @@ from pykubeedge.kube.resources import DEVICEMODELS, DEVICES, DEVICESTATUSES
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-OWN_KINDS = frozenset({"Device", "DeviceModel"})
 DEVICE, MODEL = ResourceType.DEVICE, ResourceType.DEVICE_MODEL
+MEMBERSHIP_DETAIL = f"{ResourceType.MEMBERSHIP}/detail"
 
 
 class DeviceController:
@@ -57,16 +58,19 @@ class DeviceController:
     group = CloudGroup.DEVICECONTROLLER
     restart_policy = RestartPolicy(RestartType.ON_FAILURE, retries=0)
 
-    def __init__(self, kube: KubeClient, sync: SyncController, *, status_workers: int = 1,
-                 max_waiting: int = 2048, rate: float = 10.0, burst: int = 5) -> None:
+    def __init__(self, kube: KubeClient, sync: SyncRecords, *, status_workers: int = 1,
+                 max_waiting: int = 2048, rate: float = 10.0, burst: int = 5,
+                 clock: Clock = REAL_CLOCK) -> None:
         self.kube = kube
         self.sync = sync
-        self.devices = Informer(kube, DEVICES, self._on_device)
-        self.models = Informer(kube, DEVICEMODELS, self._on_model)
-        self.statuses = Informer(kube, DEVICESTATUSES, self._on_status)
+        self.clock = clock
+        sleep = clock.sleep
+        self.devices = Informer(kube, DEVICES, self._on_device, sleep=sleep)
+        self.models = Informer(kube, DEVICEMODELS, self._on_model, sleep=sleep)
+        self.statuses = Informer(kube, DEVICESTATUSES, self._on_status, sleep=sleep)
         self.writer = StatusWriter(kube, self.devices.get, self.statuses.get, self._to_hub,
                                    workers=status_workers, rate=rate, burst=burst,
-                                   max_waiting=max_waiting)
+                                   max_waiting=max_waiting, clock=clock)
         self._on_node: dict[str, set[str]] = defaultdict(set)  # node -> device keys
         self._ctx: BeehiveContext | None = None
         self._live = False
@@ -91,15 +95,14 @@ class DeviceController:
             for device in list(self.devices.store.values()):
                 if self.statuses.get(object_key(device)) is None:
                     await self._ensure_status(device)
-            nodes = set(self._on_node) | {n for n in self.sync.nodes()
-                                          if self.sync.records_of(n, OWN_KINDS)}
+            nodes = set(self._on_node) | self.sync.nodes(DEVICECONTROLLER_KINDS)
             for node in sorted(nodes):
                 await self.reconcile(node)
             self.synced.set()
             log.info("DeviceController synced: %d devices on %d nodes, %d models",
                      len(self.devices.store), len(self._on_node), len(self.models.store))
 
-    # -- sending (the one place that uses SyncController's records) ------------------------
+    # -- sending (the one place that uses the ObjectSync records) ---------------------------
 
     async def _send_object(self, node: str, rtype: str, obj: Obj, operation: str, *,
                            force: bool = False) -> None:
@@ -130,14 +133,14 @@ class DeviceController:
 
     async def _on_device(self, ev: InformerEvent) -> None:
         device, key = ev.obj, ev.key
-        old_node = node_of(ev.old) if ev.old is not None else None
+        old_node = node_name_of(ev.old) if ev.old is not None else None
         if ev.type == DELETED:
             self.writer.forget(key)
             node = self._forget(key)
             if node and self._live:
                 await self._remove_from(node, device)
             return
-        node = node_of(device)
+        node = node_name_of(device)
         previous = self._forget(key) if ev.type != ADDED else None
         if node:
             self._on_node[node].add(key)
@@ -225,10 +228,10 @@ class DeviceController:
         for device in devices:
             model = self._model(device)
             if model is not None:
-                desired[model["metadata"]["uid"]] = (MODEL, model)
-            desired[device["metadata"]["uid"]] = (DEVICE, device)
+                desired[uid_of(model)] = (MODEL, model)
+            desired[uid_of(device)] = (DEVICE, device)
         removed = []
-        for rec in self.sync.records_of(node, OWN_KINDS):
+        for rec in self.sync.records_of(node, DEVICECONTROLLER_KINDS):
             if rec.uid in desired or rec.namespace is None:
                 continue
             rtype = rec.resource_type
@@ -237,7 +240,7 @@ class DeviceController:
                 removed.append(gone)
             await self._send_object(node, rtype, gone, Operation.DELETE)
         await self._membership(node, added=devices, removed=removed)
-        records = {r.uid for r in self.sync.records_of(node, OWN_KINDS)}
+        records = {r.uid for r in self.sync.records_of(node, DEVICECONTROLLER_KINDS)}
         for uid, (rtype, obj) in desired.items():
             op = Operation.UPDATE if uid in records else Operation.INSERT
             await self._send_object(node, rtype, obj, op, force=full)
@@ -272,12 +275,16 @@ class DeviceController:
     async def _receive(self, ctx: BeehiveContext) -> None:
         while True:
             msg = await ctx.receive(self.name)
-            if "membership/detail" in msg.resource:
+            if msg.resource.endswith(MEMBERSHIP_DETAIL):
                 # Upstream ignores it; an edge asks after every connect: reconcile it.
-                with contextlib.suppress(Exception):
+                try:
                     self.reconcile_soon(split_node_prefix(msg.resource)[0])
+                except DecodeError as exc:
+                    log.warning("membership detail request for no node: %s", exc)
                 continue
             reply = self.writer.report(msg)
             if reply is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await ctx.send(CloudModule.CLOUDHUB, reply)
+                except Exception as exc:  # (the hive is closing) never silently
+                    log.warning("reply to node report %s not sent: %r", msg.resource, exc)

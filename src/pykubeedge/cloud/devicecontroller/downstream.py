@@ -15,6 +15,14 @@ from typing import Any
 from pykubeedge.core.constants import CloudModule, MessageGroup, Operation, ResourceType
 from pykubeedge.core.device import DEVICE_API_VERSION
 from pykubeedge.core.message import Message, new_id, new_message, now_ms
+from pykubeedge.core.objects import (
+    metadata_of,
+    name_of,
+    namespace_of,
+    resource_version_of,
+    spec_of,
+)
+from pykubeedge.core.resource import build_cloud, prefix_for_cloud
 
 Obj = dict[str, Any]
 
@@ -24,9 +32,10 @@ KIND_OF = {ResourceType.DEVICE: "Device", ResourceType.DEVICE_MODEL: "DeviceMode
 def member_entry(device: Obj) -> Obj:
     """A device in a membership update: ``id`` (``<ns>/<name>``), ``name`` and the label
     ``description`` if any, as upstream (no twins, no attributes)."""
-    meta = device["metadata"]
-    entry = {"id": f"{meta['namespace']}/{meta['name']}", "name": meta["name"]}
-    description = (meta.get("labels") or {}).get("description")
+    name = name_of(device)
+    entry = {"id": f"{namespace_of(device)}/{name}", "name": name}
+    labels = metadata_of(device).get("labels")
+    description = labels.get("description") if isinstance(labels, dict) else None
     if isinstance(description, str) and description:
         entry["description"] = description
     return entry
@@ -44,7 +53,7 @@ def membership_message(node: str, *, added: Iterable[Obj] = (), removed: Iterabl
     add = [member_entry(d) for d in added]
     remove = [member_entry(d) for d in removed]
     return new_message(source=CloudModule.DEVICECONTROLLER, group=MessageGroup.TWIN,
-                       resource=f"node/{node}/{ResourceType.MEMBERSHIP}",
+                       resource=prefix_for_cloud(node, ResourceType.MEMBERSHIP),
                        operation=Operation.UPDATE,
                        content={"event_id": new_id(), "timestamp": now_ms(),
                                 "added_devices": add or None, "removed_devices": remove or None})
@@ -57,13 +66,16 @@ def with_kind(obj: Obj, rtype: str) -> Obj:
 
 
 def object_message(node: str, rtype: str, obj: Obj, operation: str) -> Message:
-    """A Device or DeviceModel for ``node`` (the full v1beta1 object, as upstream)."""
-    meta = obj["metadata"]
+    """A Device or DeviceModel for ``node`` (the full v1beta1 object, as upstream).
+
+    >>> object_message("e1", "device", {"metadata": {"name": "d", "namespace": "ns"}},
+    ...                Operation.INSERT).resource
+    'node/e1/ns/device/d'
+    """
     return new_message(source=CloudModule.DEVICECONTROLLER, group=MessageGroup.RESOURCE,
                        operation=operation,
-                       resource=f"node/{node}/{meta['namespace']}/{rtype}/{meta['name']}",
-                       resourceversion=str(meta.get("resourceVersion", "")),
-                       content=with_kind(obj, rtype))
+                       resource=build_cloud(node, namespace_of(obj), rtype, name_of(obj)),
+                       resourceversion=resource_version_of(obj), content=with_kind(obj, rtype))
 
 
 def gone_object(rtype: str, namespace: str, name: str, uid: str) -> Obj:
@@ -73,13 +85,12 @@ def gone_object(rtype: str, namespace: str, name: str, uid: str) -> Obj:
 
 
 def model_key(device: Obj) -> str | None:
-    """``<ns>/<model>`` of a Device's ``spec.deviceModelRef``, if it names one."""
-    ref = (device.get("spec") or {}).get("deviceModelRef") or {}
+    """``<ns>/<model>`` of a Device's ``spec.deviceModelRef``, if it names one.
+
+    >>> model_key({"metadata": {"namespace": "ns"}, "spec": {"deviceModelRef": {"name": "m"}}})
+    'ns/m'
+    """
+    ref = spec_of(device).get("deviceModelRef")
     name = ref.get("name") if isinstance(ref, dict) else None
-    return f"{device['metadata']['namespace']}/{name}" if name else None
-
-
-def node_of(device: Obj) -> str:
-    node = (device.get("spec") or {}).get("nodeName")
-    return node if isinstance(node, str) else ""
+    return f"{namespace_of(device)}/{name}" if isinstance(name, str) and name else None
 

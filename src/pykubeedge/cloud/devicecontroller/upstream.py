@@ -22,18 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.cloud.devicecontroller.coalescer import (
     DEFAULT_BURST,
     DEFAULT_RATE,
     Pending,
     StatusCoalescer,
 )
-from pykubeedge.core.constants import CloudModule, Content, MessageGroup, Operation
+from pykubeedge.core.clock import Clock, Timer
+from pykubeedge.core.constants import CloudModule, Content, MessageGroup, Operation, ResourceType
 from pykubeedge.core.device import (
     DEVICE_API_VERSION,
     merge_status_twins,
@@ -42,8 +43,9 @@ from pykubeedge.core.device import (
 )
 from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotAllowed, NotFound
 from pykubeedge.core.message import Message, error_message
-from pykubeedge.core.resource import split_node_prefix
-from pykubeedge.core.topics import STATE_UPDATE, TWIN_EDGE_UPDATED
+from pykubeedge.core.objects import name_of, namespace_of, node_name_of, spec_of, uid_of
+from pykubeedge.core.resource import prefix_for_cloud, split_node_prefix
+from pykubeedge.core.topics import STATE_UPDATE, TWIN_EDGE_UPDATED, parse_cloud_device_resource
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import DEVICESTATUSES
 
@@ -64,39 +66,46 @@ def ok_reply(to: ReplyTo) -> Message:
     """Upstream's answer to a report: ``"OK"`` to ``node/<node>/twin``, parent = the report."""
     return Message(parent_msg_id=to.msg_id, source=CloudModule.DEVICECONTROLLER,
                    group=MessageGroup.TWIN, operation=Operation.RESPONSE,
-                   resource=f"node/{to.node}/twin", content=Content.ACK_OK)
+                   resource=prefix_for_cloud(to.node, ResourceType.TWIN), content=Content.ACK_OK)
 
 
 def refusal(msg: Message, node: str, reason: str) -> Message:
     reply = error_message(msg, reason, source=CloudModule.DEVICECONTROLLER,
                           group=MessageGroup.TWIN)
-    reply.resource = f"node/{node}/twin"
+    reply.resource = prefix_for_cloud(node, ResourceType.TWIN)
     return reply
 
 
 def device_status_for(device: Obj) -> Obj:
     """The DeviceStatus DeviceController creates for ``device`` (as upstream: same name, empty
     spec and status, a controller owner reference, so Kubernetes deletes it with the Device)."""
-    meta = device["metadata"]
+    name = name_of(device)
     return {"apiVersion": DEVICE_API_VERSION, "kind": "DeviceStatus",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+            "metadata": {"name": name, "namespace": namespace_of(device),
                          "ownerReferences": [{
                              "apiVersion": DEVICE_API_VERSION, "kind": "Device",
-                             "name": meta["name"], "uid": meta["uid"], "controller": True,
+                             "name": name, "uid": uid_of(device), "controller": True,
                              "blockOwnerDeletion": True}]},
             "spec": {}, "status": {}}
 
 
 def spec_property_names(device: Obj) -> list[str]:
-    props = (device.get("spec") or {}).get("properties") or []
-    return [p["name"] for p in props if isinstance(p, dict) and isinstance(p.get("name"), str)]
+    """The names of ``spec.properties``.
+
+    >>> spec_property_names({"spec": {"properties": [{"name": "temp"}, {"type": "INT"}]}})
+    ['temp']
+    """
+    props = spec_of(device).get("properties")
+    return [p["name"] for p in (props if isinstance(props, list) else ())
+            if isinstance(p, dict) and isinstance(p.get("name"), str)]
 
 
 class StatusWriter:
+    """Takes the edges' reports (:meth:`report`) and writes them (:meth:`run`), on ``clock``."""
+
     def __init__(self, kube: KubeClient, device_of: Lookup, status_of: Lookup, send: Send, *,
                  workers: int = 1, rate: float = DEFAULT_RATE, burst: int = DEFAULT_BURST,
-                 max_waiting: int = 2048,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_waiting: int = 2048, clock: Clock = REAL_CLOCK) -> None:
         self.kube = kube
         self.device_of = device_of
         self.status_of = status_of
@@ -117,19 +126,16 @@ class StatusWriter:
         """Take a report from an edge; an error reply for the edge, or None when queued."""
         try:
             node, rest = split_node_prefix(msg.resource)
-            parts = rest.split("/", 3)
-            if len(parts) != 4 or parts[0] != "device" or not parts[1] or not parts[2]:
-                raise DecodeError(f"resource {msg.resource!r} is not "
-                                  "node/<node>/device/<namespace>/<name>/...")
+            key, what = parse_cloud_device_resource(rest)
         except DecodeError as exc:
-            log.warning("bad device report: %s", exc)
+            log.warning("bad device report (not node/<node>/device/<namespace>/<name>/...): "
+                        "%s", exc)
             return None  # no node to answer to
-        key, what = f"{parts[1]}/{parts[2]}", "/" + parts[3]
         try:
             device = self.device_of(key)
             if device is None:
                 raise NotAllowed(f"device {key} does not exist")
-            bound = (device.get("spec") or {}).get("nodeName") or ""
+            bound = node_name_of(device)
             if bound != node:
                 raise NotAllowed(f"node {node} may not report for device {key}, which is "
                                  f"bound to {bound or 'no node'}")
@@ -137,7 +143,7 @@ class StatusWriter:
                 log.warning("%d device reports wait for the API server; not taking one from "
                             "node %s now (it sends it again)", self.max_waiting, node)
                 return None
-            reply, now = ReplyTo(node, msg.msg_id), self.clock()
+            reply, now = ReplyTo(node, msg.msg_id), self.clock.monotonic()
             if what == TWIN_EDGE_UPDATED:
                 self.coalescer.add_twins(key, parse_edge_twins(msg.content), reply, now)
             elif what == STATE_UPDATE:
@@ -164,12 +170,17 @@ class StatusWriter:
                 tg.create_task(self._worker(), name=f"devicestatus-writer-{i}")
             while True:
                 self._wake.clear()
-                for job in self.coalescer.due(self.clock()):
+                for job in self.coalescer.due(self.clock.monotonic()):
                     self._jobs.put_nowait(job)
                 deadline = self.coalescer.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - self.clock())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                timer: Timer | None = None
+                if deadline is not None:
+                    timer = self.clock.call_at(deadline, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
 
     async def _worker(self) -> None:
         while True:
@@ -179,7 +190,7 @@ class StatusWriter:
             except Exception:
                 log.exception("writing the DeviceStatus of %s failed", key)
                 ok = False
-            replies = self.coalescer.done(key, self.clock(), ok=ok)
+            replies = self.coalescer.done(key, self.clock.monotonic(), ok=ok)
             self._wake.set()
             if not ok:
                 if replies:
@@ -187,8 +198,11 @@ class StatusWriter:
                               "are not answered (the edge sends them again)", key, len(replies))
                 continue
             for to in replies:
-                with contextlib.suppress(Exception):
+                try:
                     await self.send(ok_reply(to))
+                except Exception as exc:  # (the hive is closing) never silently
+                    log.warning("the answer to node %s's report %s was not sent: %r", to.node,
+                                to.msg_id, exc)
 
     async def write(self, key: str, pending: Pending[ReplyTo]) -> bool:
         """One merge patch of the DeviceStatus; False when it should be tried again."""
@@ -233,9 +247,9 @@ class StatusWriter:
     async def ensure_status(self, device: Obj) -> None:
         """Create the Device's DeviceStatus unless it exists (upstream
         ``getOrCreateDeviceStatusForDevice``)."""
-        meta = device["metadata"]
-        if self.status_of(f"{meta['namespace']}/{meta['name']}") is not None:
+        key = f"{namespace_of(device)}/{name_of(device)}"
+        if self.status_of(key) is not None:
             return
         with contextlib.suppress(Conflict):
             await self.kube.create(DEVICESTATUSES, device_status_for(device))
-            log.info("created DeviceStatus %s/%s", meta["namespace"], meta["name"])
+            log.info("created DeviceStatus %s", key)

@@ -5,7 +5,8 @@ The records are cached in memory (loaded once at start) and written back by a co
 writer: many ACKs of one object become one API write of the newest version. EdgeController
 asks the cache whether a message is newer than what the node has (``should_send``) and which
 records a node has (``records_of``) when it reconciles a node after a reconnect or a cloudcore
-restart. Nothing here rescans every record every 5 s, as upstream does.
+restart; DeviceController asks the same of its own kinds. Nothing here rescans every record
+every 5 s, as upstream does.
 
     sync = SyncController(kube)
     hive.add_module(sync)
@@ -23,7 +24,7 @@ from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.beehive.clock import REAL_CLOCK
-from pykubeedge.cloud.common.objectsync import API_VERSION_OF_KIND, KIND_OF_TYPE, Record
+from pykubeedge.cloud.common.objectsync import KIND_OF_TYPE, Record
 from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import CloudGroup, CloudModule, Operation
 from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotFound
@@ -66,9 +67,11 @@ class SyncController:
 
     # -- cache ---------------------------------------------------------------------------
 
-    def nodes(self) -> set[str]:
-        """The nodes that have records."""
-        return set(self._by_node)
+    def nodes(self, kinds: frozenset[str] | None = None) -> set[str]:
+        """The nodes that have records (of ``kinds`` only, if given)."""
+        if kinds is None:
+            return set(self._by_node)
+        return {node for node in self._by_node if self.records_of(node, kinds)}
 
     def records_of(self, node: str, kinds: frozenset[str] | None = None) -> list[Record]:
         """The node's records, of ``kinds`` only if given (each controller reconciles its own)."""
@@ -237,9 +240,9 @@ class SyncController:
     async def _create(self, rec: Record) -> bool:
         """Create the record; False if its namespace is gone (and so is the object)."""
         res = CLUSTEROBJECTSYNCS if rec.namespace is None else OBJECTSYNCS
-        api_version = API_VERSION_OF_KIND.get(rec.kind, "v1")
         body: dict[str, Any] = {"metadata": {"name": rec.resource_name},
-                                "spec": {"objectAPIVersion": api_version, "objectKind": rec.kind,
+                                "spec": {"objectAPIVersion": rec.api_version,
+                                         "objectKind": rec.kind,
                                          "objectName": rec.name}}
         if rec.namespace is not None:
             body["metadata"]["namespace"] = rec.namespace

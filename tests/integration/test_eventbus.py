@@ -16,13 +16,13 @@ import pytest
 from pykubeedge.beehive import Hive
 from pykubeedge.core.message import Message
 from pykubeedge.devcluster.process import free_port
+from pykubeedge.edge.dbm import Database
 from pykubeedge.edge.devicetwin.dao import DeviceDAO
 from pykubeedge.edge.devicetwin.devicetwin import DeviceTwin
 from pykubeedge.edge.eventbus.broker import InternalBroker
 from pykubeedge.edge.eventbus.dao import SubTopicsDAO
 from pykubeedge.edge.eventbus.eventbus import EventBus, EventBusSettings
 from pykubeedge.edge.eventbus.mqtt import parse_broker_url
-from pykubeedge.edge.interimdb import InterimDatabase
 from tests.conftest import eventually
 from tests.mosquitto import Mosquitto, Probe, mosquitto_pub
 from tests.unit.edge.devicetwin.harness import Recorder
@@ -39,12 +39,12 @@ async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mosq
 @contextlib.asynccontextmanager
 async def edge(db_path: Path, **settings: Any) -> AsyncIterator[tuple[EventBus, DeviceTwin,
                                                                        Recorder]]:
-    db = await InterimDatabase.open(db_path)
+    db = await Database.open(db_path)
     settings.setdefault("workdir", db_path.parent)
     bus = EventBus(EventBusSettings(NODE, sub_client_id=f"sub-{free_port()}",
                                     pub_client_id=f"pub-{free_port()}", **settings),
-                   SubTopicsDAO(db))
-    twin = DeviceTwin(NODE, DeviceDAO(db))
+                   await SubTopicsDAO.open(db))
+    twin = DeviceTwin(NODE, await DeviceDAO.open(db))
     hub = Recorder("websocket", "hub")
     try:
         async with Hive() as hive:

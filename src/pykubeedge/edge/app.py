@@ -39,7 +39,6 @@ from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
 from pykubeedge.edge.eventbus.dao import SubTopicsDAO
 from pykubeedge.edge.eventbus.eventbus import EventBus, EventBusSettings
-from pykubeedge.edge.interimdb import InterimDatabase
 from pykubeedge.edge.metamanager.dao import MetaStore
 from pykubeedge.edge.metamanager.manager import MetaManager
 from pykubeedge.edge.metamanager.metaserver import MetaServer
@@ -106,17 +105,11 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             Edged(node_name=node, runtime=runtime,
                   node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels),
         ]
-        twin_cfg, bus_cfg = cfg.modules.deviceTwin, cfg.modules.eventBus
-        if twin_cfg.enable or bus_cfg.enable:
-            # INTERIM (issue 7): the device DAOs get their own connection on edgecore.db
-            # until edge/dbm lands; then they get dbm handles here and nothing else changes.
-            devicedb = await InterimDatabase.open(db)
-            stack.push_async_callback(devicedb.close)
-            if twin_cfg.enable:
-                modules.append(DeviceTwin(node, DeviceDAO(devicedb)))
-            if bus_cfg.enable:
-                modules.append(EventBus(EventBusSettings.from_config(cfg),
-                                        SubTopicsDAO(devicedb)))
+        if cfg.modules.deviceTwin.enable:
+            modules.append(DeviceTwin(node, await DeviceDAO.open(database)))
+        if cfg.modules.eventBus.enable:
+            modules.append(EventBus(EventBusSettings.from_config(cfg),
+                                    await SubTopicsDAO.open(database)))
         hive = Hive(on_module_stopped=lambda name, err: stop.set())
         for module in modules:
             hive.add_module(module)

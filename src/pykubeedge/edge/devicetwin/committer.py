@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from pykubeedge.core.errors import StoreClosedError, StoreError
 from pykubeedge.edge.devicetwin.dao import Op
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,10 @@ class Committer:
                 await self._run_ops(ops)
                 self.batches += 1
                 return None
-            except (sqlite3.Error, OSError) as exc:
+            except StoreClosedError as exc:  # edgecore is stopping: no retry can succeed
+                error = exc
+                break
+            except (StoreError, sqlite3.Error, OSError) as exc:
                 error = exc
                 log.warning("DeviceTwin database write failed (try %d of %d): %s", attempt,
                             self._retries, exc)

@@ -2,7 +2,7 @@
 group committer, what is owed to the cloud, and the ways out (MQTT through EventBus, the
 cloud through EdgeHub), all reached by beehive messages only.
 
-    ctx = TwinContext("edge-1", DeviceDAO(db))
+    ctx = TwinContext("edge-1", await DeviceDAO.open(db))
     await ctx.publish("$hw/events/device/default/d/twin/get/result", payload)
     await ctx.store([ctx.dao.put_twins(dev_id, twins)], then=publish_results,
                     touched=[dev_id])

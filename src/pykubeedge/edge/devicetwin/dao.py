@@ -2,12 +2,12 @@
 (columns as ``edge/pkg/metamanager/dao/models/device.go``), plus ``device_cloud_pending``
 (PROJECT): what the cloud has not confirmed yet, so reports made offline survive a restart.
 
-The DAO needs only a :class:`Database` (``write`` runs a function in a transaction on the one
-writer thread, ``read`` runs one on a reader). Writes are built as small functions of the
-connection (``Op``) so DeviceTwin can commit many of them in one transaction::
+It is a DAO on the process's :class:`~pykubeedge.edge.dbm.Database` (``docs/edge-database.md``),
+so its writes share the one writer thread with every other module's. Writes are built as small
+functions of the connection (``Op``) so DeviceTwin can commit many of them as one write (all of
+them or none)::
 
-    dao = DeviceDAO(db)
-    await dao.create_tables()
+    dao = await DeviceDAO.open(db)
     devices, pending = await dao.load()
     await dao.run([dao.add_device(record), dao.put_twins(record.id, {"temp": twin})])
 """
@@ -17,25 +17,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Final
 
 import orjson
 
 from pykubeedge.core.twin import TYPE_STRING, MsgTwin, TwinValue, TwinVersion
+from pykubeedge.edge.dbm import DAO, Database, Schema, open_for
 
-T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], object]
 
 
-class Database(Protocol):
-    """The narrow interface the DAO needs of the edge database manager."""
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-
-SCHEMA = (
+SCHEMA: Final = Schema("devicetwin", (
     """CREATE TABLE IF NOT EXISTS device (
         id TEXT PRIMARY KEY,
         name TEXT,
@@ -77,7 +70,7 @@ SCHEMA = (
         entry TEXT,
         PRIMARY KEY (deviceid, kind, name)
     )""",
-)
+))
 
 PENDING_TWIN = "twin"
 PENDING_STATE = "state"
@@ -152,19 +145,26 @@ def twin_from_row(row: tuple[Any, ...]) -> MsgTwin:
                    actual_version=version(actual_version), meta_column=metadata or "")
 
 
-class DeviceDAO:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class DeviceDAO(DAO):
+    """DeviceTwin's DAO. Open with :meth:`open`."""
 
-    async def create_tables(self) -> None:
-        def create(conn: sqlite3.Connection) -> None:
-            for statement in SCHEMA:
-                conn.execute(statement)
+    @classmethod
+    async def open(cls, db: Database | str | Path, **options: Any) -> DeviceDAO:
+        """The DAO on ``db`` (the process's :class:`Database`; a path opens one for the DAO
+        alone, closed with it), its tables registered.
 
-        await self.db.write(create)
+        >>> dao = await DeviceDAO.open(database)                    # doctest: +SKIP
+        """
+        database, owns, _ = await open_for(db, SCHEMA, **options)
+        return cls(database, owns_db=owns)
 
     async def run(self, ops: Iterable[Op]) -> None:
-        """Run ``ops`` in one transaction: all of them or none."""
+        """Run ``ops`` as one write: all of them or none (StoreError when it fails).
+
+        >>> await dao.run([dao.add_device(record), dao.put_twins(record.id, twins)])
+        ...                                                         # doctest: +SKIP
+        """
+        self._check_open()
         batch = list(ops)
 
         def apply(conn: sqlite3.Connection) -> None:
@@ -177,6 +177,7 @@ class DeviceDAO:
                    ) -> tuple[dict[str, DeviceRecord], list[PendingRow]]:
         """Every device (or those of ``device_ids``) with attributes and twins, and what the
         cloud has not confirmed (upstream ``SyncSqlite``)."""
+        self._check_open()
         wanted = None if device_ids is None else sorted(set(device_ids))
         return await self.db.read(lambda conn: _load(conn, wanted))
 

@@ -14,7 +14,7 @@ It classifies what reaches it as upstream's ``classifyMsg`` does:
 Messages are handled one at a time, in order; their writes are committed in groups
 (:mod:`.committer`), and what the cloud is owed is sent by :mod:`.cloudsync`::
 
-    dao = DeviceDAO(db)
+    dao = await DeviceDAO.open(db)        # db: the process's edgecore.db (edge/dbm)
     hive.add_module(DeviceTwin("edge-1", dao))
 """
 
@@ -71,7 +71,6 @@ class DeviceTwin:
     async def start(self, beehive: BeehiveContext) -> None:
         ctx = self.ctx
         ctx.beehive = beehive
-        await ctx.dao.create_tables()
         ctx.devices, pending = await ctx.dao.load()
         ctx.cloud.restore(pending)
         self.loaded.set()

@@ -17,7 +17,7 @@ A bad broker URL, unloadable TLS files, a missing mosquitto or a refused connect
 in one line; EventBus keeps serving its queue (dropping publications, as upstream does while
 disconnected) and edgecore its pods::
 
-    bus = EventBus(EventBusSettings.from_config(cfg), SubTopicsDAO(db))
+    bus = EventBus(EventBusSettings.from_config(cfg), await SubTopicsDAO.open(db))
     hive.add_module(bus)
 """
 
@@ -167,7 +167,6 @@ class EventBus:
     # -- the module ----------------------------------------------------------------------------
 
     async def start(self, ctx: BeehiveContext) -> None:
-        await self.topics.create_tables()
         self.subscribed = dict.fromkeys(await self.topics.all())
         self.brokers.clear()
         self._build()

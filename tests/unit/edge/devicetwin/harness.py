@@ -1,5 +1,5 @@
 """DeviceTwin in a real Hive with recording stand-ins for EventBus and EdgeHub, a real SQLite
-file, and fake time and ids (so payloads can be compared exactly)."""
+file (edge/dbm), and fake time and ids (so payloads can be compared exactly)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pykubeedge.core.message import Message
 from pykubeedge.core.topics import encode_resource
 from pykubeedge.edge.devicetwin.dao import DeviceDAO
 from pykubeedge.edge.devicetwin.devicetwin import DeviceTwin
-from pykubeedge.edge.interimdb import InterimDatabase
 
 NODE = "edge-1"
 NOW_MS = 1_714_550_000_123
@@ -92,8 +91,8 @@ def membership(added: list[str] = (), removed: list[str] = ()) -> Message:  # ty
 @contextlib.asynccontextmanager
 async def running(db_path: Path, **context: Any) -> AsyncIterator[Harness]:
     counter = itertools.count(1)
-    db = await InterimDatabase.open(db_path)
-    twin = DeviceTwin(NODE, DeviceDAO(db), wall_ms=lambda: NOW_MS, wall_s=lambda: NOW_S,
+    dao = await DeviceDAO.open(db_path)
+    twin = DeviceTwin(NODE, dao, wall_ms=lambda: NOW_MS, wall_s=lambda: NOW_S,
                       new_id=lambda: f"id-{next(counter)}", **context)
     bus, hub = Recorder("eventbus", "bus"), Recorder("websocket", "hub")
     try:
@@ -103,4 +102,4 @@ async def running(db_path: Path, **context: Any) -> AsyncIterator[Harness]:
             await asyncio.wait_for(twin.loaded.wait(), 5)
             yield Harness(hive, twin, bus, hub)
     finally:
-        await db.close()
+        await dao.close()

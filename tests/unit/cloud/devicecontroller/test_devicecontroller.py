@@ -6,7 +6,7 @@ DeviceStatus patches at the per-device rate, each answered."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -23,19 +23,10 @@ from pykubeedge.core.topics import cloud_twin_resource
 from pykubeedge.kube.resources import DEVICEMODELS, DEVICES, DEVICESTATUSES, NODES, OBJECTSYNCS
 from pykubeedge.transport.memory import MemoryNetwork
 from tests.unit.cloud.fakekube import FakeKube
-from tests.unit.hubtools import NODE, RawEnd, hub_headers
+from tests.unit.hubtools import NODE, RawEnd, hub_headers, until
 
 NS = "default"
 DEVICE = "thermo"
-
-
-async def until(check: Callable[[], bool], what: str, rounds: int = 20_000) -> None:
-    """Let the tasks run until ``check()`` holds (counted in loop turns, never seconds)."""
-    for _ in range(rounds):
-        if check():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"{what}: not reached")
 
 
 async def seed(kube: FakeKube) -> None:

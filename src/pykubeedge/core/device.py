@@ -17,6 +17,7 @@ import orjson
 
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.gojson import GoTypeError, as_int64, as_list, as_object, as_str, fields_ci
+from pykubeedge.core.objects import metadata_of
 from pykubeedge.core.twin import (
     BAD_REQUEST,
     MAX_PAYLOAD,
@@ -32,6 +33,18 @@ ONLINE_STATES: Final = frozenset({"online", "ok"})
 """States that stamp ``lastOnlineTime``."""
 
 DEVICE_API_VERSION: Final = "devices.kubeedge.io/v1beta1"
+
+
+def description_of(device: Any) -> str:
+    """A Device's ``description`` label, which membership carries (upstream reads it there),
+    or "".
+
+    >>> description_of({"metadata": {"labels": {"description": "thermometer"}}})
+    'thermometer'
+    """
+    labels = metadata_of(device).get("labels")
+    description = labels.get("description") if isinstance(labels, Mapping) else None
+    return description if isinstance(description, str) else ""
 
 
 @dataclass(slots=True)

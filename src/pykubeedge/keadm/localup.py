@@ -383,8 +383,8 @@ class LocalUp:
         thermometer's temperature on MQTT every few seconds."""
         topic = f"$hw/events/device/default/{DEMO_DEVICE}"
         client = BrokerClient("demo", parse_broker_url(self.broker_url), f"{self.node}-demo")
-        runner = asyncio.create_task(client.run())
-        try:
+        async with asyncio.TaskGroup() as tg:  # cancelled with this task, the client goes too
+            tg.create_task(client.run(), name="demo-mqtt-client")
             await client.connected.wait()
             client.publish(f"{topic}/state/update", orjson.dumps(
                 {"event_id": "", "timestamp": 0, "state": "online"}), qos=1)
@@ -393,7 +393,3 @@ class LocalUp:
                           "twin": {"temperature": {"actual": {"value": str(20 + i % 6)}}}}
                 client.publish(f"{topic}/twin/update", orjson.dumps(report), qos=1)
                 await asyncio.sleep(DEMO_REPORT_EVERY_S)
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner

@@ -13,15 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pykubeedge.core.constants import CloudModule, MessageGroup, Operation, ResourceType
-from pykubeedge.core.device import DEVICE_API_VERSION
+from pykubeedge.core.device import DEVICE_API_VERSION, description_of
 from pykubeedge.core.message import Message, new_id, new_message, now_ms
-from pykubeedge.core.objects import (
-    metadata_of,
-    name_of,
-    namespace_of,
-    resource_version_of,
-    spec_of,
-)
+from pykubeedge.core.objects import name_of, namespace_of, resource_version_of, spec_of
 from pykubeedge.core.resource import build_cloud, prefix_for_cloud
 
 Obj = dict[str, Any]
@@ -34,9 +28,8 @@ def member_entry(device: Obj) -> Obj:
     ``description`` if any, as upstream (no twins, no attributes)."""
     name = name_of(device)
     entry = {"id": f"{namespace_of(device)}/{name}", "name": name}
-    labels = metadata_of(device).get("labels")
-    description = labels.get("description") if isinstance(labels, dict) else None
-    if isinstance(description, str) and description:
+    description = description_of(device)
+    if description:
         entry["description"] = description
     return entry
 

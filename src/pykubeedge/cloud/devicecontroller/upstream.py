@@ -26,14 +26,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.beehive.clock import REAL_CLOCK, wait_event
 from pykubeedge.cloud.devicecontroller.coalescer import (
     DEFAULT_BURST,
     DEFAULT_RATE,
     Pending,
     StatusCoalescer,
 )
-from pykubeedge.core.clock import Clock, Timer
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import CloudModule, Content, MessageGroup, Operation, ResourceType
 from pykubeedge.core.device import (
     DEVICE_API_VERSION,
@@ -172,15 +172,7 @@ class StatusWriter:
                 self._wake.clear()
                 for job in self.coalescer.due(self.clock.monotonic()):
                     self._jobs.put_nowait(job)
-                deadline = self.coalescer.next_deadline()
-                timer: Timer | None = None
-                if deadline is not None:
-                    timer = self.clock.call_at(deadline, self._wake.set)
-                try:
-                    await self._wake.wait()
-                finally:
-                    if timer is not None:
-                        timer.cancel()
+                await wait_event(self.clock, self._wake, self.coalescer.next_deadline())
 
     async def _worker(self) -> None:
         while True:

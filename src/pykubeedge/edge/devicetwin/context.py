@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from pykubeedge.beehive import BeehiveContext, HiveClosedError, UnknownModuleError
+from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.constants import EdgeGroup, EdgeModule, Operation
-from pykubeedge.core.message import Message, new_id, now_ms
+from pykubeedge.core.message import Message, new_id
 from pykubeedge.core.twin import INTERNAL_ERROR, MAX_PAYLOAD, error_payload
 from pykubeedge.edge.devicetwin.cloudsync import SOURCE, CloudSync
 from pykubeedge.edge.devicetwin.committer import Committer
@@ -32,30 +33,36 @@ Then = Callable[[], Awaitable[None]]
 
 
 class TwinContext:
+    """Time comes from ``clock`` (a :class:`~pykubeedge.core.clock.Clock`: timestamps in
+    payloads, resend deadlines, the database retry interval), ids from ``new_id``."""
+
     def __init__(self, node: str, dao: DeviceDAO, *, max_payload: int = MAX_PAYLOAD,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_ms: Callable[[], int] = now_ms, wall_s: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] = new_id,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 clock: Clock = REAL_CLOCK, new_id: Callable[[], str] = new_id,
                  eventbus_module: str = EdgeModule.EVENTBUS,
                  hub_module: str = EdgeModule.EDGEHUB) -> None:
         self.node = node
         self.dao = dao
         self.max_payload = max_payload
         self.clock = clock
-        self.wall_ms = wall_ms
-        self.wall_s = wall_s
         self.new_id = new_id
         self.eventbus_module = eventbus_module
         self.hub_module = hub_module
         self.devices: dict[str, DeviceRecord] = {}
-        self.cloud = CloudSync(new_id=new_id, wall_ms=wall_ms)
-        self.committer = Committer(dao.run, sleep=sleep)
+        self.cloud = CloudSync(new_id=new_id, wall_ms=self.wall_ms)
+        self.committer = Committer(dao.run, sleep=clock.sleep)
         self.beehive: BeehiveContext | None = None
         self.sync_wakeup = asyncio.Event()
         self.cloud_connected = False
         self._reload: set[str] = set()
         self.published = 0
+
+    def wall_ms(self) -> int:
+        """Milliseconds since the Unix epoch on the clock: the ``timestamp`` of payloads."""
+        return round(self.clock.time() * 1000)
+
+    def wall_s(self) -> float:
+        """Seconds since the Unix epoch on the clock (``lastOnlineTime``)."""
+        return self.clock.time()
 
     # -- ways out ---------------------------------------------------------------------------
 

@@ -21,11 +21,12 @@ Messages are handled one at a time, in order; their writes are committed in grou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import wait_event
 from pykubeedge.core.constants import (
     CloudModule,
     Content,
@@ -36,9 +37,16 @@ from pykubeedge.core.constants import (
     ResourceType,
     Source,
 )
-from pykubeedge.core.device import MemberDevice, membership_detail_request, parse_membership
+from pykubeedge.core.content import json_object
+from pykubeedge.core.device import (
+    MemberDevice,
+    description_of,
+    membership_detail_request,
+    parse_membership,
+)
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.message import Message
+from pykubeedge.core.objects import node_name_of, spec_of
 from pykubeedge.core.resource import parse_edge
 from pykubeedge.core.topics import Action, classify, decode_resource, lifecycle_topic
 from pykubeedge.core.twin import TYPE_STRING, Deal, Desired
@@ -176,36 +184,29 @@ class DeviceTwin:
                       msg.operation, msg.resource)
             return
         device_id = f"{res.namespace}/{res.name}"
-        obj = msg.content if isinstance(msg.content, dict) else {}
         if msg.operation == Operation.DELETE:
             if device_id in self.ctx.devices:
                 await membership.members_removed(self.ctx, [MemberDevice(device_id, res.name)])
             return
         if msg.operation not in (Operation.INSERT, Operation.UPDATE):
             return
-        spec = obj.get("spec")
-        spec = spec if isinstance(spec, dict) else {}
-        node = spec.get("nodeName")
+        obj = json_object(msg.content, f"the Device {device_id}")
+        node = node_name_of(obj)
         if node != self.ctx.node:
             log.warning("device %s is bound to node %r, not to %s; not made a member",
                         device_id, node, self.ctx.node)
             return
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        description = labels.get("description", "") if isinstance(labels, dict) else ""
         await membership.members_added(self.ctx, [MemberDevice(
-            device_id, res.name, description if isinstance(description, str) else "")])
-        await twin.desired_changed(self.ctx, device_id, desired_of(spec))
+            device_id, res.name, description_of(obj))])
+        await twin.desired_changed(self.ctx, device_id, desired_of(spec_of(obj)))
 
     async def _sync_loop(self) -> None:
         ctx = self.ctx
         while True:
             ctx.sync_wakeup.clear()
-            for msg in ctx.cloud.take(ctx.clock()):
+            for msg in ctx.cloud.take(ctx.clock.monotonic()):
                 await ctx.to_cloud(msg)
-            deadline = ctx.cloud.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - ctx.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ctx.sync_wakeup.wait(), timeout)
+            await wait_event(ctx.clock, ctx.sync_wakeup, ctx.cloud.next_deadline())
 
 
 def _is_object(resource: str) -> bool:
@@ -213,7 +214,7 @@ def _is_object(resource: str) -> bool:
     return len(parts) == 3 and parts[1] in _OBJECT_TYPES
 
 
-def desired_of(spec: dict[str, Any]) -> dict[str, Desired]:
+def desired_of(spec: Mapping[str, Any]) -> dict[str, Desired]:
     """``spec.properties[].desired`` as twin expectations (type from ``desired.metadata``).
 
     >>> desired_of({"properties": [{"name": "t", "desired": {"value": "30"}}]})

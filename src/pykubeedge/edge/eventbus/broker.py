@@ -20,10 +20,11 @@ import logging
 import shutil
 import signal
 from collections import deque
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.core.backoff import Backoff
+from pykubeedge.core.clock import Clock
 from pykubeedge.edge.eventbus.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,13 @@ def mosquitto_config(address: BrokerAddress, queue_size: int) -> str:
 class InternalBroker:
     def __init__(self, address: BrokerAddress, workdir: Path, *, queue_size: int = 100,
                  binary: str | None = None, backoff: Backoff | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 clock: Clock = REAL_CLOCK) -> None:
         self.address = address
         self.workdir = workdir
         self.queue_size = queue_size
         self.binary = binary
         self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
-        self._sleep = sleep
+        self._clock = clock
         self.process: asyncio.subprocess.Process | None = None
         self.started = asyncio.Event()
         self.starts = 0
@@ -98,21 +99,24 @@ class InternalBroker:
                       "the Debian package mosquitto; EventBus goes on without it",
                       ", ".join(BINARY_PATHS if not self.binary else (self.binary,)))
             return
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(mosquitto_config(self.address, self.queue_size))
-        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._write_config)
+        clock = self._clock
         try:
             while True:
-                began = loop.time()
+                began = clock.monotonic()
                 tail = await self._run_once(binary)
-                if loop.time() - began >= STABLE_AFTER_S:
+                if clock.monotonic() - began >= STABLE_AFTER_S:
                     self._backoff.reset()
                 delay = self._backoff.next_delay()
                 log.error("internal MQTT broker exited (%s); restarting in %.1fs",
                           tail or "no output", delay)
-                await self._sleep(delay)
+                await clock.sleep(delay)
         finally:
             await self._stop()
+
+    def _write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(mosquitto_config(self.address, self.queue_size))
 
     async def _run_once(self, binary: str) -> str:
         try:

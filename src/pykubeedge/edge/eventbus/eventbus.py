@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,12 @@ from typing import Any
 import orjson
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive.clock import REAL_CLOCK
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.config import MQTT_MODE_BOTH, EdgeCoreConfig
 from pykubeedge.core.constants import EdgeGroup, EdgeModule, MessageGroup, Operation
-from pykubeedge.core.errors import ConfigError
+from pykubeedge.core.content import json_object
+from pykubeedge.core.errors import ConfigError, DecodeError
 from pykubeedge.core.message import Message
 from pykubeedge.core.topics import (
     DEFAULT_SUBSCRIPTIONS,
@@ -102,9 +104,13 @@ class EventBusSettings:
         return self.mode <= MQTT_MODE_BOTH
 
 
-def default_client_id(role: str, configured: str) -> str:
-    """Upstream: ``hub-client-<role>-<unix seconds>`` when none is configured."""
-    return configured or f"hub-client-{role}-{int(time.time())}"
+def default_client_id(role: str, configured: str, now_s: float) -> str:
+    """Upstream: ``hub-client-<role>-<unix seconds>`` when none is configured.
+
+    >>> default_client_id("sub", "", 1714550000.5), default_client_id("sub", "mine", 0)
+    ('hub-client-sub-1714550000', 'mine')
+    """
+    return configured or f"hub-client-{role}-{int(now_s)}"
 
 
 @dataclass
@@ -121,9 +127,11 @@ class EventBus:
     group = EdgeGroup.BUS
     restart_policy = RestartPolicy(RestartType.ON_FAILURE)
 
-    def __init__(self, settings: EventBusSettings, topics: SubTopicsDAO) -> None:
+    def __init__(self, settings: EventBusSettings, topics: SubTopicsDAO, *,
+                 clock: Clock = REAL_CLOCK) -> None:
         self.s = settings
         self.topics = topics
+        self.clock = clock
         self.brokers: list[_Broker] = []
         self.internal_broker: InternalBroker | None = None
         self.subscribed: dict[str, None] = {}
@@ -134,7 +142,8 @@ class EventBus:
         logging.getLogger("gmqtt").setLevel(logging.ERROR)  # we log connections ourselves
 
     def _build(self) -> None:
-        s = self.s
+        s, clock = self.s, self.clock
+        now = clock.time()
         wanted = []
         if s.internal:
             wanted.append(("internal", s.internal_url, s.qos, s.retain))
@@ -144,12 +153,13 @@ class EventBus:
             try:
                 address = parse_broker_url(url)
                 tls = s.tls if kind == "external" else BrokerTLS()
-                sub = BrokerClient("sub", address, default_client_id("sub", s.sub_client_id),
+                sub = BrokerClient("sub", address, default_client_id("sub", s.sub_client_id, now),
                                    subscriptions=self._subscriptions, on_message=self._received,
                                    username=s.username, password=s.password, tls=tls,
-                                   subscribe_qos=1 if kind == "external" else qos)
-                pub = BrokerClient("pub", address, default_client_id("pub", s.pub_client_id),
-                                   username=s.username, password=s.password, tls=tls)
+                                   subscribe_qos=1 if kind == "external" else qos, clock=clock)
+                pub = BrokerClient("pub", address, default_client_id("pub", s.pub_client_id, now),
+                                   username=s.username, password=s.password, tls=tls,
+                                   clock=clock)
             except ConfigError as exc:
                 log.error("EventBus: %s broker disabled: %s", kind, exc)
                 continue
@@ -158,7 +168,8 @@ class EventBus:
             self.brokers.append(_Broker(kind, sub, pub, qos, retain))
 
     def _internal(self, address: BrokerAddress) -> InternalBroker:
-        return InternalBroker(address, self.s.workdir, queue_size=self.s.session_queue_size)
+        return InternalBroker(address, self.s.workdir, queue_size=self.s.session_queue_size,
+                              clock=self.clock)
 
     def _subscriptions(self) -> list[str]:
         return [*DEFAULT_SUBSCRIPTIONS, *(t for t in self.subscribed
@@ -239,7 +250,10 @@ class EventBus:
         elif op == Operation.UNSUBSCRIBE:
             await self._unsubscribe(msg.resource)
         elif op == Operation.MESSAGE:
-            inner = msg.content.get("message") if isinstance(msg.content, dict) else None
+            try:
+                inner = json_object(msg.content).get("message")
+            except DecodeError:
+                inner = None
             topic = inner.get("topic") if isinstance(inner, dict) else None
             if not isinstance(topic, str) or not topic:
                 log.error("EventBus: a message operation needs content "

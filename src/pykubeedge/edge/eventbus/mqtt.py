@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,7 +26,9 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTError
 
+from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.core.backoff import Backoff
+from pykubeedge.core.clock import Clock
 from pykubeedge.core.errors import ConfigError
 from pykubeedge.transport.tls import client_context
 
@@ -108,8 +110,7 @@ class BrokerClient:
                  subscriptions: Callable[[], Iterable[str]] | None = None,
                  on_message: OnMessage | None = None, username: str = "", password: str = "",
                  tls: BrokerTLS | None = None, subscribe_qos: int = 1,
-                 backoff: Backoff | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 backoff: Backoff | None = None, clock: Clock = REAL_CLOCK) -> None:
         self.role = role
         self.address = address
         self.client_id = client_id
@@ -121,7 +122,7 @@ class BrokerClient:
         self._ssl: ssl.SSLContext | bool = (tls or BrokerTLS()).context() if address.secure \
             else False
         self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
-        self._sleep = sleep
+        self._clock = clock
         self._client: _GmqttClient | None = None
         self._lost = asyncio.Event()
         self.connected = asyncio.Event()
@@ -139,13 +140,13 @@ class BrokerClient:
             while True:
                 client = await self._connect()
                 if client is None:
-                    await self._sleep(self._backoff.next_delay())
+                    await self._clock.sleep(self._backoff.next_delay())
                     continue
                 await self._lost.wait()
                 self._client = None
                 self.connected.clear()
                 log.warning("%s: connection lost; reconnecting", self)
-                await self._sleep(self._backoff.next_delay())
+                await self._clock.sleep(self._backoff.next_delay())
         finally:
             await self.close()
 

@@ -13,14 +13,14 @@ from typing import Any
 import orjson
 
 from pykubeedge.beehive import Hive, RestartPolicy
+from pykubeedge.beehive.clock import FakeClock
 from pykubeedge.core.message import Message
 from pykubeedge.core.topics import encode_resource
 from pykubeedge.edge.devicetwin.dao import DeviceDAO
 from pykubeedge.edge.devicetwin.devicetwin import DeviceTwin
 
 NODE = "edge-1"
-NOW_MS = 1_714_550_000_123
-NOW_S = 1_714_550_000.0
+NOW_MS = 1_714_550_000_123  # the fake clock's wall time, which moves only when a test says
 LAST_ONLINE = "2024-05-01T07:53:20Z"
 
 
@@ -51,8 +51,9 @@ class Recorder:
 
 
 class Harness:
-    def __init__(self, hive: Hive, twin: DeviceTwin, bus: Recorder, hub: Recorder) -> None:
-        self.hive, self.twin, self.bus, self.hub = hive, twin, bus, hub
+    def __init__(self, hive: Hive, twin: DeviceTwin, bus: Recorder, hub: Recorder,
+                 clock: FakeClock) -> None:
+        self.hive, self.twin, self.bus, self.hub, self.clock = hive, twin, bus, hub, clock
         self.sent = 0
 
     async def mqtt(self, topic: str, payload: Any) -> None:
@@ -92,14 +93,14 @@ def membership(added: list[str] = (), removed: list[str] = ()) -> Message:  # ty
 async def running(db_path: Path, **context: Any) -> AsyncIterator[Harness]:
     counter = itertools.count(1)
     dao = await DeviceDAO.open(db_path)
-    twin = DeviceTwin(NODE, dao, wall_ms=lambda: NOW_MS, wall_s=lambda: NOW_S,
-                      new_id=lambda: f"id-{next(counter)}", **context)
+    clock = FakeClock(wall_start=NOW_MS / 1000)
+    twin = DeviceTwin(NODE, dao, clock=clock, new_id=lambda: f"id-{next(counter)}", **context)
     bus, hub = Recorder("eventbus", "bus"), Recorder("websocket", "hub")
     try:
         async with Hive() as hive:
             for module in (twin, bus, hub):
                 hive.add_module(module)
             await asyncio.wait_for(twin.loaded.wait(), 5)
-            yield Harness(hive, twin, bus, hub)
+            yield Harness(hive, twin, bus, hub, clock)
     finally:
         await dao.close()

@@ -282,10 +282,7 @@ async def test_the_device_object_makes_a_member_and_its_desired_value_a_delta(
 
 
 async def test_a_failed_write_answers_500_and_changes_nothing(tmp_path: Path) -> None:
-    async def no_sleep(_s: float) -> None:
-        return None
-
-    async with running(tmp_path / "db", sleep=no_sleep) as h:
+    async with running(tmp_path / "db") as h:
         await member(h)
         dao = h.twin.ctx.dao
         real = dao.run
@@ -299,8 +296,9 @@ async def test_a_failed_write_answers_500_and_changes_nothing(tmp_path: Path) ->
         h.twin.ctx.committer._run_ops = broken
         await h.mqtt(f"{T}/twin/update", {"event_id": "f", "twin": {"t": {"actual": {
             "value": "1"}}}})
+        await h.clock.advance(5)  # 5 tries, 1 s apart: answered 4 s after the request
         assert await h.published() == [(f"{T}/twin/update/result", {
-            "event_id": "f", "timestamp": NOW_MS, "code": 500,
+            "event_id": "f", "timestamp": NOW_MS + 4_000, "code": 500,
             "reason": "writing the database failed: disk I/O error"})]
         assert calls == 5
         h.twin.ctx.committer._run_ops = real
@@ -324,3 +322,20 @@ async def test_cloud_updated_sync_conflict_answers_409(tmp_path: Path) -> None:
             "actual": {"value": "9"}, "actual_version": {"cloud": 1, "edge": 2}}}})
         assert [t for t, _ in await h.published()] == [f"{T}/twin/update/document"]
         assert h.twin.devices[DEV].twins["t"].actual.value == "9"  # type: ignore[union-attr]
+
+
+async def test_an_unconfirmed_report_is_sent_again_after_30_s_of_fake_time(
+        tmp_path: Path) -> None:
+    async with running(tmp_path / "db") as h:
+        await member(h)
+        await h.send(connected())
+        await h.hub.wait_for(1)  # membership/detail
+        await h.mqtt(f"{T}/twin/update", {"twin": {"t": {"actual": {"value": "1"}}}})
+        _, sync = await h.hub.wait_for(2)
+        await h.clock.advance(29)
+        await h.settle()
+        assert len(h.hub.messages) == 2
+        await h.clock.advance(1)
+        _, _, again = await h.hub.wait_for(3)
+        assert (again.resource, again.content["twin"]) == (sync.resource, sync.content["twin"])
+        assert again.msg_id != sync.msg_id

@@ -1,6 +1,7 @@
 """edgecore.db across a crash: a real process writes through MetaManager's DAO, EdgeHub's
-outbox and a third module's DAO at once, on one writer connection; it is killed (SIGKILL);
-every write it had been told was committed is there when the database is opened again."""
+outbox, DeviceTwin's and EventBus's DAOs and a further module's tables at once, on one writer
+connection; it is killed (SIGKILL); every write it had been told was committed is there when
+the database is opened again."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from pykubeedge.edge.dbm import Database
+from pykubeedge.edge.devicetwin.dao import DeviceDAO
 from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.edge.eventbus.dao import SubTopicsDAO
 from pykubeedge.edge.metamanager.dao import MetaStore
 
 pytestmark = pytest.mark.integration
@@ -26,8 +29,11 @@ TIMEOUT = 60.0
 WRITER = textwrap.dedent("""
     import asyncio, sqlite3, sys
     from pykubeedge.core.message import new_message
+    from pykubeedge.core.twin import MsgTwin, TwinValue, TwinVersion
     from pykubeedge.edge.dbm import Database, Schema
+    from pykubeedge.edge.devicetwin.dao import DeviceDAO, DeviceRecord
     from pykubeedge.edge.edgehub.outbox import Outbox
+    from pykubeedge.edge.eventbus.dao import SubTopicsDAO
     from pykubeedge.edge.metamanager.dao import MetaStore
 
     NOTES = Schema("notes", (
@@ -41,6 +47,8 @@ WRITER = textwrap.dedent("""
         db = await Database.open(path)
         store = await MetaStore.open(db)
         outbox = await Outbox.open(db)
+        devices = await DeviceDAO.open(db)
+        topics = await SubTopicsDAO.open(db)
         await db.register(NOTES)
 
         async def meta(worker):
@@ -63,8 +71,23 @@ WRITER = textwrap.dedent("""
                     "INSERT INTO notes (id, text) VALUES (?, ?)", (i, f"n{i}")))
                 ack("notes", i)
 
+        async def twin(worker):
+            for i in range(worker, 10**9, 4):
+                device = DeviceRecord(f"default/d{i}", f"d{i}")
+                reported = MsgTwin(actual=TwinValue(str(i), 1), optional=True, type="int",
+                                   actual_version=TwinVersion(0, 1))
+                await devices.run([devices.add_device(device),
+                                   devices.put_twins(device.id, {"t": reported})])
+                ack("twin", i)
+
+        async def topic(worker):
+            for i in range(worker, 10**9, 4):
+                await topics.add(f"apps/user/t{i}")
+                ack("topics", i)
+
         print("ready", flush=True)
-        await asyncio.gather(*(f(w) for f in (meta, hub, notes) for w in range(4)))
+        await asyncio.gather(*(f(w) for f in (meta, hub, notes, twin, topic)
+                               for w in range(4)))
 
     asyncio.run(main(sys.argv[1]))
 """)
@@ -87,7 +110,9 @@ async def test_nothing_committed_is_lost_when_edgecore_is_killed(tmp_path: Path)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", WRITER, str(path), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
-    acked: dict[str, set[int]] = {"meta": set(), "outbox": set(), "notes": set()}
+    acked: dict[str, set[int]] = {kind: set() for kind in
+                                  ("meta", "outbox", "notes", "twin", "topics")}
+    killed = False
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(TIMEOUT):
@@ -97,9 +122,10 @@ async def test_nothing_committed_is_lost_when_edgecore_is_killed(tmp_path: Path)
                 assert line, (await proc.stderr.read()).decode()  # type: ignore[union-attr]
                 kind, i = line.decode().split()
                 acked[kind].add(int(i))
-        # Three modules writing at once, through one writer and one reader connection.
+        # Five modules writing at once, through one writer and one reader connection.
         assert db_descriptors(proc.pid, path) == 2
         proc.send_signal(signal.SIGKILL)
+        killed = True
         # Lines already written before the kill are acknowledgements too.
         rest = await proc.stdout.read()
         for line in rest.decode().splitlines():
@@ -107,7 +133,9 @@ async def test_nothing_committed_is_lost_when_edgecore_is_killed(tmp_path: Path)
             if len(parts) == 2 and parts[0] in acked:
                 acked[parts[0]].add(int(parts[1]))
     finally:
-        if proc.returncode is None:
+        # Not kill() again once killed: Popen's kill polls first, and may reap the child
+        # before asyncio's watcher does (then the return code reads 255).
+        if not killed and proc.returncode is None:
             proc.kill()
         await proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -119,9 +147,16 @@ async def test_nothing_committed_is_lost_when_edgecore_is_killed(tmp_path: Path)
         kept = {m.content["i"] for _, m in await outbox.peek(1_000_000) if m is not None}
         notes = {i for (i,) in await db.read(
             lambda conn: conn.execute("SELECT id FROM notes").fetchall())}
+        loaded, _ = await (await DeviceDAO.open(db)).load()
+        twins = {int(t.actual.value) for dev in loaded.values()
+                 if (t := dev.twins.get("t")) and t.actual and t.actual.value}
+        topics = {int(t.rsplit("/t", 1)[1]) for t in await (await SubTopicsDAO.open(db)).all()}
     assert acked["meta"] <= stored, f"lost: {sorted(acked['meta'] - stored)[:10]}"
     assert acked["outbox"] <= kept, f"lost: {sorted(acked['outbox'] - kept)[:10]}"
     assert acked["notes"] <= notes, f"lost: {sorted(acked['notes'] - notes)[:10]}"
+    assert acked["twin"] <= twins, f"lost: {sorted(acked['twin'] - twins)[:10]}"
+    assert acked["topics"] <= topics, f"lost: {sorted(acked['topics'] - topics)[:10]}"
+    assert set(loaded) == {f"default/d{i}" for i in twins}  # device and twin rows together
     assert len(outbox) == len(kept)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

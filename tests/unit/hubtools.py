@@ -4,6 +4,7 @@ cloud) end of an in-memory WebSocket that records what it receives and answers a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -16,6 +17,15 @@ from pykubeedge.core.message import Message, new_message, response
 from pykubeedge.transport.memory import MemoryWebSocket
 
 NODE = "edge-1"
+
+
+async def until(check: Callable[[], bool], what: str, rounds: int = 20_000) -> None:
+    """Let the tasks run until ``check()`` holds (counted in loop turns, never seconds)."""
+    for _ in range(rounds):
+        if check():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{what}: not reached")
 
 
 class Recorder:

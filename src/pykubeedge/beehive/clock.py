@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from pykubeedge.core.clock import WALL_START, Timer, VirtualTime
+from pykubeedge.core.clock import WALL_START, Clock, Timer, VirtualTime
 
 SETTLE_ROUNDS = 64
 """Loop turns ``FakeClock.settle`` gives the tasks (counted in turns, never in seconds)."""
@@ -88,6 +88,24 @@ class FakeClock:
         while self.virtual.step(until):
             await self.settle()
         await self.settle()
+
+
+async def wait_event(clock: Clock, event: asyncio.Event, deadline: float | None) -> None:
+    """Until ``event`` is set, or ``clock`` reaches ``deadline`` (None: no deadline), which
+    sets ``event``: for loops that clear their wake-up event each round and then do what is
+    due on the clock::
+
+        while True:
+            wakeup.clear()
+            send_what_is_due(clock.monotonic())
+            await wait_event(clock, wakeup, next_deadline())
+    """
+    timer = None if deadline is None else clock.call_at(deadline, event.set)
+    try:
+        await event.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -1,5 +1,5 @@
-"""The ``cloudcore`` command: CloudHub (WebSocket + HTTPS certificate service), EdgeController
-and SyncController in one process, wired from cloudcore.yaml.
+"""The ``cloudcore`` command: CloudHub (WebSocket + HTTPS certificate service), EdgeController,
+DeviceController and SyncController in one process, wired from cloudcore.yaml.
 
     cloudcore --config /etc/kubeedge/config/cloudcore.yaml
     cloudcore --kubeconfig ~/.kube/config         # defaults for everything else
@@ -25,6 +25,7 @@ from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.cloud.cloudhub.certs import TokenManager, ensure_ca_and_server_cert
 from pykubeedge.cloud.cloudhub.httpserver import CertHTTPServer
 from pykubeedge.cloud.cloudhub.hub import CloudHub
+from pykubeedge.cloud.devicecontroller.controller import DeviceController
 from pykubeedge.cloud.edgecontroller.controller import EdgeController
 from pykubeedge.cloud.synccontroller.controller import SyncController
 from pykubeedge.core.config import CloudCoreConfig, load_cloudcore_config
@@ -36,6 +37,8 @@ from pykubeedge.kube.resources import CRDS
 log = logging.getLogger("pykubeedge.cloudcore")
 REQUIRED_CRDS = ("objectsyncs.reliablesyncs.kubeedge.io",
                  "clusterobjectsyncs.reliablesyncs.kubeedge.io")
+DEVICE_CRDS = ("devices.devices.kubeedge.io", "devicemodels.devices.kubeedge.io",
+               "devicestatuses.devices.kubeedge.io")
 
 app = typer.Typer(add_completion=False, help="pykubeedge cloudcore (cloud side of KubeEdge).")
 
@@ -50,6 +53,16 @@ async def check_api_server(kube: KubeClient) -> str:
             raise ConfigError(f"CRD {name} is not installed (apply deploy/crds or start the "
                               "control plane with `keadm local-up`)") from None
     return str(info.get("gitVersion", "unknown"))
+
+
+async def missing_crds(kube: KubeClient, names: tuple[str, ...]) -> list[str]:
+    missing = []
+    for name in names:
+        try:
+            await kube.get(CRDS, name)
+        except NotFound:
+            missing.append(name)
+    return missing
 
 
 async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
@@ -80,6 +93,17 @@ async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
         hive = Hive(on_module_stopped=module_stopped)
         for module in (sync, controller, hub):
             hive.add_module(module)
+        dc_cfg = cfg.modules.deviceController
+        if dc_cfg.enable:
+            missing = await missing_crds(kube, DEVICE_CRDS)
+            if missing:
+                log.error("DeviceController is not started: CRD(s) %s not installed",
+                          ", ".join(missing))
+            else:
+                hive.add_module(DeviceController(
+                    kube, sync, status_workers=dc_cfg.load.updateDeviceStatusWorkers,
+                    max_waiting=dc_cfg.buffer.updateDeviceTwins
+                    + dc_cfg.buffer.updateDeviceStatus))
         async with CertHTTPServer(pki, hub_cfg), hive:
             refusal = ""
             async with asyncio.TaskGroup() as background:

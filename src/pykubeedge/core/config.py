@@ -68,8 +68,27 @@ class CloudHub(_Section):
     https: CloudHubHTTPS = Field(default_factory=CloudHubHTTPS)
 
 
+class DeviceControllerBuffer(_Section):
+    updateDeviceTwins: int = Field(default=1024, ge=1)
+    updateDeviceStatus: int = Field(default=1024, ge=1)
+    deviceEvent: int = Field(default=1, ge=0)
+    deviceModelEvent: int = Field(default=1, ge=0)
+    deviceStatusEvent: int = Field(default=0, ge=0)
+
+
+class DeviceControllerLoad(_Section):
+    updateDeviceStatusWorkers: int = Field(default=1, ge=1)
+
+
+class DeviceController(_Section):
+    enable: bool = True
+    buffer: DeviceControllerBuffer = Field(default_factory=DeviceControllerBuffer)
+    load: DeviceControllerLoad = Field(default_factory=DeviceControllerLoad)
+
+
 class CloudModules(_Section):
     cloudHub: CloudHub = Field(default_factory=CloudHub)
+    deviceController: DeviceController = Field(default_factory=DeviceController)
 
 
 class CloudCoreConfig(_Section):
@@ -134,10 +153,43 @@ class MetaManager(_Section):
     metaServer: MetaServer = Field(default_factory=MetaServer)
 
 
+class EventBusTLS(_Section):
+    enable: bool = False
+    tlsMqttCAFile: str = "/etc/kubeedge/ca/rootCA.crt"
+    tlsMqttCertFile: str = "/etc/kubeedge/certs/server.crt"
+    tlsMqttPrivateKeyFile: str = "/etc/kubeedge/certs/server.key"
+
+
+MQTT_MODE_INTERNAL, MQTT_MODE_BOTH, MQTT_MODE_EXTERNAL = 0, 1, 2
+
+
+class EventBus(_Section):
+    enable: bool = True
+    mqttQOS: int = Field(default=0, ge=0, le=2)
+    mqttRetain: bool = False
+    mqttSessionQueueSize: int = Field(default=100, ge=1)
+    mqttServerInternal: str = "tcp://127.0.0.1:1884"
+    mqttServerExternal: str = "tcp://127.0.0.1:1883"
+    mqttSubClientID: str = ""
+    mqttPubClientID: str = ""
+    mqttUsername: str = ""
+    mqttPassword: str = ""
+    mqttMode: int = Field(default=MQTT_MODE_EXTERNAL, ge=MQTT_MODE_INTERNAL,
+                          le=MQTT_MODE_EXTERNAL)
+    eventBusTLS: EventBusTLS = Field(default_factory=EventBusTLS)
+
+
+class DeviceTwin(_Section):
+    enable: bool = True
+    dmiSockPath: str = "/etc/kubeedge/"
+
+
 class EdgeModules(_Section):
     edgeHub: EdgeHub = Field(default_factory=EdgeHub)
     edged: Edged = Field(default_factory=Edged)
     metaManager: MetaManager = Field(default_factory=MetaManager)
+    eventBus: EventBus = Field(default_factory=EventBus)
+    deviceTwin: DeviceTwin = Field(default_factory=DeviceTwin)
 
 
 class EdgeCoreConfig(_Section):

@@ -1,5 +1,5 @@
-"""The ``edgecore`` command: EdgeHub, MetaManager (+ MetaServer) and Edged in one process,
-wired from edgecore.yaml.
+"""The ``edgecore`` command: EdgeHub, MetaManager (+ MetaServer), Edged, DeviceTwin and
+EventBus in one process, wired from edgecore.yaml.
 
     edgecore --config /etc/kubeedge/config/edgecore.yaml
     edgecore --defaultconfig
@@ -28,6 +28,8 @@ from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.core.config import DEFAULT_EDGECORE_CONFIG, EdgeCoreConfig, load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
 from pykubeedge.edge.dbm import Database
+from pykubeedge.edge.devicetwin.dao import DeviceDAO
+from pykubeedge.edge.devicetwin.devicetwin import DeviceTwin
 from pykubeedge.edge.edged.cri import DEFAULT_ENDPOINT, CRIRuntime
 from pykubeedge.edge.edged.edged import Edged
 from pykubeedge.edge.edged.fake import FakeRuntime
@@ -35,6 +37,8 @@ from pykubeedge.edge.edged.runtime import Runtime
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.edge.eventbus.dao import SubTopicsDAO
+from pykubeedge.edge.eventbus.eventbus import EventBus, EventBusSettings
 from pykubeedge.edge.metamanager.dao import MetaStore
 from pykubeedge.edge.metamanager.manager import MetaManager
 from pykubeedge.edge.metamanager.metaserver import MetaServer
@@ -101,6 +105,11 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             Edged(node_name=node, runtime=runtime,
                   node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels),
         ]
+        if cfg.modules.deviceTwin.enable:
+            modules.append(DeviceTwin(node, await DeviceDAO.open(database)))
+        if cfg.modules.eventBus.enable:
+            modules.append(EventBus(EventBusSettings.from_config(cfg),
+                                    await SubTopicsDAO.open(database)))
         hive = Hive(on_module_stopped=lambda name, err: stop.set())
         for module in modules:
             hive.add_module(module)

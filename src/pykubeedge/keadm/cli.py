@@ -60,6 +60,8 @@ def local_up(
     cloudhub_port: Annotated[int, typer.Option(help="CloudHub websocket port")] = 10000,
     https_port: Annotated[int, typer.Option(help="CloudHub certificate port")] = 10002,
     metaserver_port: Annotated[int, typer.Option(help="the edge's MetaServer port")] = 10550,
+    mqtt_port: Annotated[int, typer.Option(
+        help="port of the edge's internal MQTT broker (mosquitto)")] = 1884,
     demo: Annotated[bool, typer.Option(help="deploy the demo workload")] = True,
     runtime: Annotated[str, typer.Option(
         help="containerd (a private containerd runs the pods) or fake (in memory)")] =
@@ -68,7 +70,7 @@ def local_up(
         help="stop after this many seconds (smoke tests); default: until Ctrl-C")] = None,
 ) -> None:
     """Run the whole system on this machine until Ctrl-C: control plane, cloudcore, an edge
-    node joined with a token, and a demo Deployment on it."""
+    node joined with a token (with its MQTT broker), a demo Deployment and a demo device."""
     if tier not in ("minimal", "full"):
         _fail("local-up", f"--tier must be 'minimal' or 'full', not {tier!r}", 2)
     if runtime not in ("containerd", "fake"):
@@ -76,14 +78,14 @@ def local_up(
     if not is_valid_node_name(node):
         _fail("local-up", f"--node {node!r} is not a valid node name", 2)
     for flag, port in (("--cloudhub-port", cloudhub_port), ("--https-port", https_port),
-                       ("--metaserver-port", metaserver_port)):
+                       ("--metaserver-port", metaserver_port), ("--mqtt-port", mqtt_port)):
         if not 0 <= port < 65536:
             _fail("local-up", f"{flag} {port} is not a port number", 2)
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
     up = LocalUp(tier=tier, workdir=workdir, bin_dir=bin_dir, node=node,  # type: ignore[arg-type]
                  demo=demo, runtime=runtime, ws_port=cloudhub_port, https_port=https_port,
-                 metaserver_port=metaserver_port)
+                 metaserver_port=metaserver_port, mqtt_port=mqtt_port)
     try:
         asyncio.run(_local_up(up, run_for))
     except PyKubeEdgeError as exc:
@@ -142,6 +144,10 @@ def _print_summary(up: LocalUp, seconds: float) -> None:
     console.print(f"    kubectl --kubeconfig {kubeconfig} get nodes")
     console.print(f"    kubectl --kubeconfig {kubeconfig} get pods -o wide")
     console.print(f"    kubectl --server {up.metaserver} get pods -A      # the edge's view")
+    if up.demo:
+        console.print(f"    kubectl --kubeconfig {kubeconfig} get devices,devicestatuses")
+    console.print("  watch the edge's MQTT (the demo device reports every few seconds):")
+    console.print(f"    {up.mosquitto_sub}")
     console.print("Press Ctrl-C to stop everything.")
 
 

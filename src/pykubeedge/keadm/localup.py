@@ -1,5 +1,5 @@
 """The whole system on one machine: a real control plane, cloudcore, one edge node joined with
-a token, and a demo workload on it.
+a token (its EventBus on an internal mosquitto), and a demo workload and device on it.
 
     async with LocalUp(workdir=Path("/tmp/pke")) as up:
         print(up.cluster.kubeconfig, up.node)
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from pykubeedge.cloud.cloudhub.certs import read_token
@@ -34,14 +36,25 @@ from pykubeedge.devcluster.containerd import PrivateContainerd
 from pykubeedge.devcluster.localimages import build_local_images
 from pykubeedge.devcluster.process import ManagedProcess, free_port
 from pykubeedge.edge.edgehub.certificate import bootstrap
+from pykubeedge.edge.eventbus.mqtt import BrokerClient, parse_broker_url
 from pykubeedge.keadm.join import edgecore_config_for_join
 from pykubeedge.kube.client import KubeClient
-from pykubeedge.kube.resources import CONFIGMAPS, DEPLOYMENTS, NODES, PODS
+from pykubeedge.kube.resources import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    DEVICEMODELS,
+    DEVICES,
+    DEVICESTATUSES,
+    NODES,
+    PODS,
+)
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
 DEMO_LABELS = {"app": "pykubeedge-demo"}
+DEMO_DEVICE = "demo-thermometer"
+DEMO_REPORT_EVERY_S = 5.0
 
 
 def _node_ready(node: dict[str, Any]) -> bool:
@@ -82,6 +95,10 @@ class LocalUp:
     ws_port: int = 0  # 0: a free port (10000 is KubeEdge's default)
     https_port: int = 0
     metaserver_port: int = 0
+    # EventBus: with mqtt_url, that (external) broker; else edgecore's internal mosquitto on
+    # mqtt_port (0: a free port; `keadm local-up` uses KubeEdge's 1884).
+    mqtt_url: str = ""
+    mqtt_port: int = 0
     progress: Callable[[str], None] = lambda _msg: None
 
     def __post_init__(self) -> None:
@@ -90,6 +107,7 @@ class LocalUp:
         self.ws_port = self.ws_port or free_port()
         self.https_port = self.https_port or free_port()
         self.metaserver_port = self.metaserver_port or free_port()
+        self.mqtt_port = self.mqtt_port or free_port()
         # A node cut off from the cloud shows as NotReady after 20 s instead of 50 s: local-up
         # is for watching things happen.
         cm_args = ["--node-monitor-grace-period=20s", "--node-monitor-period=2s"]
@@ -100,6 +118,7 @@ class LocalUp:
         self.cloudcore: ManagedProcess | None = None
         self.edgecore: ManagedProcess | None = None
         self.kube: KubeClient | None = None
+        self._demo_reports: asyncio.Task[None] | None = None
 
     @property
     def edge_dir(self) -> Path:
@@ -113,6 +132,17 @@ class LocalUp:
     @property
     def metaserver(self) -> str:
         return f"http://127.0.0.1:{self.metaserver_port}"
+
+    @property
+    def broker_url(self) -> str:
+        """The MQTT broker of the edge node's EventBus."""
+        return self.mqtt_url or f"tcp://127.0.0.1:{self.mqtt_port}"
+
+    @property
+    def mosquitto_sub(self) -> str:
+        """The command that shows what the edge publishes."""
+        address = parse_broker_url(self.broker_url)
+        return f"mosquitto_sub -h {address.host} -p {address.port} -v -t '$hw/events/#'"
 
     async def __aenter__(self) -> LocalUp:
         try:
@@ -148,9 +178,16 @@ class LocalUp:
         if self.demo:
             self.progress("deploying the demo workload")
             await self.deploy_demo()
+            self.progress("deploying the demo device")
+            await self.deploy_device_demo()
+            self._demo_reports = asyncio.create_task(self.demo_reports(), name="demo-reports")
 
     async def stop(self) -> None:
         """Stop everything, each step even if one before it failed."""
+        if self._demo_reports is not None:
+            self._demo_reports.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._demo_reports
         steps: list[Callable[[], Awaitable[object]]] = [
             proc.stop for proc in (self.edgecore, self.cloudcore) if proc is not None]
         if self.containerd is not None:
@@ -227,6 +264,12 @@ class LocalUp:
         cfg.modules.metaManager.metaServer.enable = True
         cfg.modules.metaManager.metaServer.server = f"127.0.0.1:{self.metaserver_port}"
         cfg.modules.edged.tailoredKubeletFlag.rootDirectory = str(self.edge_dir / "kubelet")
+        bus = cfg.modules.eventBus
+        if self.mqtt_url:
+            bus.mqttMode, bus.mqttServerExternal = 2, self.mqtt_url
+        else:
+            bus.mqttMode, bus.mqttServerInternal = 0, self.broker_url
+        bus.mqttSubClientID, bus.mqttPubClientID = f"{self.node}-sub", f"{self.node}-pub"
         extra = cfg.modules.edged.model_extra
         assert extra is not None
         extra["tailoredKubeletConfig"] = {
@@ -312,3 +355,41 @@ class LocalUp:
 
         result: list[dict[str, Any]] = await poll(running, "demo pods Running")
         return result
+
+    # -- the demo device ---------------------------------------------------------------------
+
+    async def deploy_device_demo(self) -> dict[str, Any]:
+        """A DeviceModel and a Device bound to the edge node; waits for its DeviceStatus."""
+        assert self.kube is not None
+        kube = self.kube
+        await kube.create(DEVICEMODELS, {
+            "metadata": {"name": f"{DEMO_DEVICE}-model", "namespace": "default"},
+            "spec": {"protocol": "virtual", "properties": [{
+                "name": "temperature", "type": "INT", "accessMode": "ReadWrite",
+                "minimum": "-40", "maximum": "125", "unit": "Celsius"}]}})
+        await kube.create(DEVICES, {
+            "metadata": {"name": DEMO_DEVICE, "namespace": "default"},
+            "spec": {"deviceModelRef": {"name": f"{DEMO_DEVICE}-model"}, "nodeName": self.node,
+                     "protocol": {"protocolName": "virtual"},
+                     "properties": [{"name": "temperature", "reportToCloud": True,
+                                     "desired": {"value": "22", "metadata": {"type": "int"}}}]}})
+        result: dict[str, Any] = await poll(
+            lambda: kube.get(DEVICESTATUSES, DEMO_DEVICE, namespace="default"),
+            f"the DeviceStatus of {DEMO_DEVICE}")
+        return result
+
+    async def demo_reports(self) -> None:
+        """Stand in for a mapper (a later issue brings a virtual one): report the demo
+        thermometer's temperature on MQTT every few seconds."""
+        topic = f"$hw/events/device/default/{DEMO_DEVICE}"
+        client = BrokerClient("demo", parse_broker_url(self.broker_url), f"{self.node}-demo")
+        async with asyncio.TaskGroup() as tg:  # cancelled with this task, the client goes too
+            tg.create_task(client.run(), name="demo-mqtt-client")
+            await client.connected.wait()
+            client.publish(f"{topic}/state/update", orjson.dumps(
+                {"event_id": "", "timestamp": 0, "state": "online"}), qos=1)
+            for i in itertools.count():
+                report = {"event_id": "", "timestamp": 0,
+                          "twin": {"temperature": {"actual": {"value": str(20 + i % 6)}}}}
+                client.publish(f"{topic}/twin/update", orjson.dumps(report), qos=1)
+                await asyncio.sleep(DEMO_REPORT_EVERY_S)

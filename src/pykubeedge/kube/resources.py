@@ -57,6 +57,7 @@ CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                 "CustomResourceDefinition", namespaced=False)
 DEVICES = Resource("devices.kubeedge.io", "v1beta1", "devices", "Device")
 DEVICEMODELS = Resource("devices.kubeedge.io", "v1beta1", "devicemodels", "DeviceModel")
+DEVICESTATUSES = Resource("devices.kubeedge.io", "v1beta1", "devicestatuses", "DeviceStatus")
 OBJECTSYNCS = Resource("reliablesyncs.kubeedge.io", "v1alpha1", "objectsyncs", "ObjectSync")
 CLUSTEROBJECTSYNCS = Resource("reliablesyncs.kubeedge.io", "v1alpha1", "clusterobjectsyncs",
                               "ClusterObjectSync", namespaced=False)
@@ -66,7 +67,8 @@ RULEENDPOINTS = Resource("rules.kubeedge.io", "v1", "ruleendpoints", "RuleEndpoi
 BY_KIND: dict[str, Resource] = {
     r.kind: r
     for r in (NAMESPACES, NODES, PODS, CONFIGMAPS, SECRETS, SERVICES, ENDPOINTS, EVENTS,
-              SERVICEACCOUNTS, LEASES, DEPLOYMENTS, CRDS, DEVICES, DEVICEMODELS, OBJECTSYNCS,
+              SERVICEACCOUNTS, LEASES, DEPLOYMENTS, CRDS, DEVICES, DEVICEMODELS, DEVICESTATUSES,
+              OBJECTSYNCS,
               CLUSTEROBJECTSYNCS, RULES, RULEENDPOINTS)
 }
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.beehive.clock import REAL_CLOCK
-from pykubeedge.cloud.common.objectsync import SyncRecords
+from pykubeedge.cloud.common.objectsync import EDGECONTROLLER_KINDS, SyncRecords
 from pykubeedge.cloud.edgecontroller.location import LocationCache, Ref
 from pykubeedge.cloud.edgecontroller.upstream import Upstream, error_to
 from pykubeedge.core.clock import Clock
@@ -215,7 +215,7 @@ class EdgeController:
         # Deletes first: an object deleted and created again under the same name must not
         # have its new incarnation removed by the old one's delete.
         deleted = 0
-        for rec in self.sync.records_of(node):
+        for rec in self.sync.records_of(node, EDGECONTROLLER_KINDS):
             if rec.uid in desired:
                 continue
             gone = {"apiVersion": "v1", "kind": rec.kind,

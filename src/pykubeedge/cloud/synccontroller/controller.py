@@ -5,7 +5,8 @@ The records are cached in memory (loaded once at start) and written back by a co
 writer: many ACKs of one object become one API write of the newest version. EdgeController
 asks the cache whether a message is newer than what the node has (``should_send``) and which
 records a node has (``records_of``) when it reconciles a node after a reconnect or a cloudcore
-restart. Nothing here rescans every record every 5 s, as upstream does.
+restart; DeviceController asks the same of its own kinds. Nothing here rescans every record
+every 5 s, as upstream does.
 
     sync = SyncController(kube)
     hive.add_module(sync)
@@ -66,12 +67,16 @@ class SyncController:
 
     # -- cache ---------------------------------------------------------------------------
 
-    def nodes(self) -> set[str]:
-        """The nodes that have records."""
-        return set(self._by_node)
+    def nodes(self, kinds: frozenset[str] | None = None) -> set[str]:
+        """The nodes that have records (of ``kinds`` only, if given)."""
+        if kinds is None:
+            return set(self._by_node)
+        return {node for node in self._by_node if self.records_of(node, kinds)}
 
-    def records_of(self, node: str) -> list[Record]:
-        return [self.records[(node, uid)] for uid in self._by_node.get(node, ())]
+    def records_of(self, node: str, kinds: frozenset[str] | None = None) -> list[Record]:
+        """The node's records, of ``kinds`` only if given (each controller reconciles its own)."""
+        records = [self.records[(node, uid)] for uid in self._by_node.get(node, ())]
+        return records if kinds is None else [r for r in records if r.kind in kinds]
 
     def should_send(self, node: str, msg: Message) -> bool:
         """False when ``node`` already ACKed this version (or a newer one) of the object."""
@@ -236,7 +241,8 @@ class SyncController:
         """Create the record; False if its namespace is gone (and so is the object)."""
         res = CLUSTEROBJECTSYNCS if rec.namespace is None else OBJECTSYNCS
         body: dict[str, Any] = {"metadata": {"name": rec.resource_name},
-                                "spec": {"objectAPIVersion": "v1", "objectKind": rec.kind,
+                                "spec": {"objectAPIVersion": rec.api_version,
+                                         "objectKind": rec.kind,
                                          "objectName": rec.name}}
         if rec.namespace is not None:
             body["metadata"]["namespace"] = rec.namespace

@@ -5,7 +5,7 @@ reconciled when it connects (only what is newer than its records goes down again
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -17,18 +17,9 @@ from pykubeedge.cloud.synccontroller.controller import SyncController
 from pykubeedge.kube.resources import CONFIGMAPS, NODES, OBJECTSYNCS, PODS
 from pykubeedge.transport.memory import MemoryNetwork
 from tests.unit.cloud.fakekube import FakeKube
-from tests.unit.hubtools import NODE, RawEnd, hub_headers
+from tests.unit.hubtools import NODE, RawEnd, hub_headers, until
 
 NS = "apps"
-
-
-async def until(check: Callable[[], bool], what: str, rounds: int = 20_000) -> None:
-    """Let the tasks run until ``check()`` holds (counted in loop turns, never seconds)."""
-    for _ in range(rounds):
-        if check():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"{what}: not reached")
 
 
 async def seed(kube: FakeKube) -> None:

@@ -1,0 +1,2 @@
+"""DeviceController (cloudcore module ``devicecontroller``): Devices down to the edges, their
+reports up into DeviceStatus objects."""

@@ -1,0 +1,1 @@
+"""DeviceTwin (edgecore module ``twin``): device membership, twins and state, over MQTT."""

@@ -1,0 +1,1 @@
+"""EventBus (edgecore module ``eventbus``): the MQTT bridge between apps, devices and the edge."""

@@ -69,6 +69,26 @@ def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
     return CRIRuntime(endpoint, pods_dir=root / "pods", pod_logs_dir=logs)
 
 
+def edged_options(cfg: EdgeCoreConfig, runtime: Runtime) -> dict[str, Any]:
+    """Edged's kubelet settings from edgecore.yaml (``tailoredKubeletConfig`` keys)."""
+    kubelet = _kubelet_config(cfg)
+    fake = isinstance(runtime, FakeRuntime)
+    root = Path(cfg.modules.edged.tailoredKubeletFlag.rootDirectory)
+    dns = kubelet.get("clusterDNS") or []
+    return {
+        "root_dir": str(root),
+        "pods_dir": None if fake else str(root / "pods"),
+        "pod_logs_dir": None if fake else str(kubelet.get("podLogsDir") or "/var/log/pods"),
+        "report_event": cfg.modules.edged.reportEvent,
+        "static_pod_path": str(kubelet.get("staticPodPath", "/etc/kubeedge/manifests") or "")
+        or None,
+        "cluster_dns": tuple(str(d) for d in dns) if isinstance(dns, list) else (),
+        "cluster_domain": str(kubelet.get("clusterDomain") or "cluster.local"),
+        "image_gc_high": int(kubelet.get("imageGCHighThresholdPercent") or 85),
+        "image_gc_low": int(kubelet.get("imageGCLowThresholdPercent") or 80),
+    }
+
+
 async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
                        runtime: Runtime | None = None,
                        ready: asyncio.Event | None = None) -> None:
@@ -99,7 +119,8 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             MetaManager(store, remote_query_timeout=meta_cfg.remoteQueryTimeout,
                         metaserver=metaserver),
             Edged(node_name=node, runtime=runtime,
-                  node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels),
+                  node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels,
+                  **edged_options(cfg, runtime)),
         ]
         hive = Hive(on_module_stopped=lambda name, err: stop.set())
         for module in modules:

@@ -111,6 +111,11 @@ class LocalUp:
         return self.edge_dir / "edgecore.db"
 
     @property
+    def static_pod_dir(self) -> Path:
+        """The edge node's ``staticPodPath`` (a pod file put there runs with a mirror pod)."""
+        return self.edge_dir / "manifests"
+
+    @property
     def metaserver(self) -> str:
         return f"http://127.0.0.1:{self.metaserver_port}"
 
@@ -232,6 +237,7 @@ class LocalUp:
         extra["tailoredKubeletConfig"] = {
             "containerRuntimeEndpoint": self.containerd.endpoint if self.containerd else "fake://",
             "podLogsDir": str(self.edge_dir / "pod-logs"),
+            "staticPodPath": str(self.static_pod_dir),
         }
         await bootstrap(cfg)
         cfg.modules.edgeHub.token = ""

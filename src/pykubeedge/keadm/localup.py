@@ -33,6 +33,7 @@ from pykubeedge.devcluster.cluster import DevCluster
 from pykubeedge.devcluster.containerd import PrivateContainerd
 from pykubeedge.devcluster.localimages import build_local_images
 from pykubeedge.devcluster.process import ManagedProcess, free_port
+from pykubeedge.edge.edged.volumemanager import unmount_under
 from pykubeedge.edge.edgehub.certificate import bootstrap
 from pykubeedge.keadm.join import edgecore_config_for_join
 from pykubeedge.kube.client import KubeClient
@@ -170,6 +171,7 @@ class LocalUp:
                 log.exception("stopping: %s failed; going on", getattr(step, "__qualname__", step))
         if self.containerd is not None:
             shutil.rmtree(self.containerd.base, ignore_errors=True)
+        unmount_under(self.edge_dir)  # Edged's tmpfs volumes (secrets, memory emptyDirs)
         if self._own_workdir and self.workdir and os.environ.get("PYKUBEEDGE_KEEP") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -292,7 +294,7 @@ class LocalUp:
                                        "data": {"greeting": "hello from the cloud"}})
         pod_spec: dict[str, Any] = {
             "nodeSelector": {"node-role.kubernetes.io/edge": ""},
-            "containers": [{"name": "web", "image": "busybox",
+            "containers": [{"name": "web", "image": "busybox:1.35",
                             "command": ["httpd", "-f", "-p", "8080"],
                             "volumeMounts": [{"name": "cfg", "mountPath": "/etc/demo"}]}],
             "volumes": [{"name": "cfg", "configMap": {"name": "demo-config"}}],

@@ -57,6 +57,10 @@ class EdgedState:
     _images: ImageManager | None = None
 
     @property
+    def has_recorder(self) -> bool:
+        return self._recorder is not None
+
+    @property
     def recorder(self) -> EventRecorder:
         """The event recorder (set when the module starts)."""
         assert self._recorder is not None, "Edged is not started"

@@ -241,7 +241,8 @@ def _is_mount(path: Path) -> bool:
         return False
 
 
-def _unmount_under(directory: Path) -> None:
+def unmount_under(directory: Path) -> None:
+    """Unmount everything mounted below ``directory`` (deepest first)."""
     prefix = str(directory).rstrip("/") + "/"
     points: list[str] = []
     with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -340,15 +341,16 @@ class VolumeManager:
         return total
 
     def remove(self, uid: str) -> None:
-        """Unmount and remove every volume of the pod (after its containers are gone)."""
+        """Unmount and remove the pod's directory: volumes, termination logs, /etc/hosts
+        (after its containers are gone)."""
         if self.pods_dir is None:
             return
         try:
-            directory = self.pod_dir(uid) / "volumes"
+            directory = self.pod_dir(uid)
         except VolumeError:
             return
         if directory.is_dir():
-            _unmount_under(directory)
+            unmount_under(directory)
             shutil.rmtree(directory, ignore_errors=True)
 
 

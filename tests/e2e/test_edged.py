@@ -144,7 +144,8 @@ async def registry(local: LocalUp, tmp_path_factory: pytest.TempPathFactory
 
 
 INIT_PODS = [
-    pod("init-order", [container(command=["sh", "-c", "cat /work/log > /dev/termination-log"])],
+    pod("init-order", [container(command=["sh", "-c", "cat /work/log > /dev/termination-log"],
+                                 volumeMounts=[{"name": "work", "mountPath": "/work"}])],
         restartPolicy="Never",
         initContainers=[
             container("one", ["sh", "-c", "echo one >> /work/log"],
@@ -635,7 +636,8 @@ async def test_every_volume_type_and_field_is_served_or_refused_with_a_reason(
         ports=[{"containerPort": 8080, "name": "http"}],
         workingDir="/tmp", stdin=True, tty=True,
         securityContext={"capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD"]},
-                         "allowPrivilegeEscalation": False, "runAsGroup": 3000},
+                         "allowPrivilegeEscalation": False, "runAsUser": 1000,
+                         "runAsGroup": 3000},
         terminationMessagePolicy="FallbackToLogsOnError")],
         shareProcessNamespace=True, hostAliases=[{"ip": "10.1.2.3", "hostnames": ["alias"]}],
         dnsPolicy="None", dnsConfig={"nameservers": ["127.0.0.53"], "searches": ["x.local"]},

@@ -162,8 +162,10 @@ def run_as_non_root_error(pod: Mapping[str, Any], container: Mapping[str, Any],
     meta = _dict(pod.get("metadata"))
     who = f'(pod: "{meta.get("name")}_{meta.get("namespace")}({meta.get("uid")})", ' \
           f'container: {container.get("name")})'
-    if security.run_as_user is not None:
-        if security.run_as_user == 0:
+    explicit = (container.get("securityContext") or {}).get("runAsUser", (
+        (pod.get("spec") or {}).get("securityContext") or {}).get("runAsUser"))
+    if isinstance(explicit, int):
+        if explicit == 0:
             return f"container's runAsUser breaks non-root policy {who}"
         return ""
     user = image_user.split(":", 1)[0]

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +24,7 @@ from pykubeedge.core.clock import Sleep, TimeSource
 from pykubeedge.edge.edged import containers as kc
 from pykubeedge.edge.edged import podspec
 from pykubeedge.edge.edged.events import NORMAL, WARNING, EventRecorder
-from pykubeedge.edge.edged.images import ImageManager
+from pykubeedge.edge.edged.images import ImageManager, with_default_tag
 from pykubeedge.edge.edged.metaclient import MetaClient
 from pykubeedge.edge.edged.prober import HookError, Target, run_hook
 from pykubeedge.edge.edged.runtime import (
@@ -151,8 +151,13 @@ class ContainerStarter:
                                       host_ip=deps.host_ip(), allocatable=deps.allocatable(),
                                       services=services)
             security = kc.security_context(self.pod, container)
-            problem = kc.run_as_non_root_error(self.pod, container, security,
-                                               await self._image_user(container))
+            image_user = await self._image_user(container)
+            if security.run_as_user is None:
+                # kubelet's determineEffectiveSecurityContext: the image's user
+                security = replace(security, run_as_user=int(image_user) if image_user.isdigit()
+                                   else None, run_as_username="" if image_user.isdigit()
+                                   else image_user)
+            problem = kc.run_as_non_root_error(self.pod, container, security, image_user)
             if problem:
                 raise podspec.PodConfigError(problem)
             if deps.volumes.pods_dir is None:
@@ -204,7 +209,17 @@ class ContainerStarter:
         return container_id, None
 
     async def _image_user(self, container: Mapping[str, Any]) -> str:
-        return ""  # the CRI image user is checked by the runtime itself (runAsNonRoot)
+        """The image's user (``"0"``, ``"1000"``, ``"nobody"``); ``""`` if unknown."""
+        try:
+            info = await self.deps.runtime.image_status(with_default_tag(str(
+                container.get("image") or "")))
+        except ContainerRuntimeError:
+            return ""
+        if info is None:
+            return ""
+        if info.uid is not None:
+            return str(info.uid)
+        return info.username
 
     def _mounts(self, container: Mapping[str, Any], attempt: int,
                 volume_paths: Mapping[str, str], env: Mapping[str, str]) -> tuple[Mount, ...]:

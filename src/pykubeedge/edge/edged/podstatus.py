@@ -250,10 +250,10 @@ def _condition(
         "lastProbeTime": None,
         "lastTransitionTime": transition,
     }
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
+    # null, not absent: conditions merge by type in the API server's strategic merge patch,
+    # so an absent reason would keep the one sent before
+    cond["reason"] = reason or None
+    cond["message"] = message or None
     return cond
 
 

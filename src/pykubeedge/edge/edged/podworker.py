@@ -881,7 +881,7 @@ class PodWorker:
             waiting = self._waiting.get(name)
             if terminal or (current is not None and current.state is ContainerState.RUNNING):
                 waiting = None
-            elif waiting is None and current is None:
+            if waiting is None and current is None:
                 waiting = default
             if current is not None and current.state is ContainerState.EXITED:
                 current = replace(current, message=self._messages.get(current.id,

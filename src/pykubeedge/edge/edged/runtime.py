@@ -152,6 +152,7 @@ class Security:
     """A container's effective security context (CRI ``LinuxContainerSecurityContext``)."""
 
     run_as_user: int | None = None
+    run_as_username: str = ""
     run_as_group: int | None = None
     run_as_non_root: bool = False
     privileged: bool = False
@@ -180,6 +181,9 @@ class ImageInfo:
     digests: tuple[str, ...] = ()
     size: int = 0
     pinned: bool = False
+    uid: int | None = None
+    """The image's user, as a uid (its ``USER``), or as a name in ``username``."""
+    username: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -673,7 +673,9 @@ def _image_ref(image: api.Image) -> str:
 def _image_info(image: api.Image) -> ImageInfo:
     return ImageInfo(id=image.id, tags=tuple(image.repo_tags),
                      digests=tuple(image.repo_digests), size=int(image.size),
-                     pinned=bool(image.pinned))
+                     pinned=bool(image.pinned),
+                     uid=int(image.uid.value) if image.HasField("uid") else None,
+                     username=image.username)
 
 
 def _linux_resources(resources: Resources) -> api.LinuxContainerResources:
@@ -696,6 +698,8 @@ def _security_context(security: Security,
     )
     if security.run_as_user is not None:
         context.run_as_user.value = security.run_as_user
+    elif security.run_as_username:
+        context.run_as_username = security.run_as_username
     if security.run_as_group is not None:
         context.run_as_group.value = security.run_as_group
     if not security.privileged and not security.unmasked_proc:

@@ -298,7 +298,7 @@ async def kill_container(deps: WorkerDeps, pod: Mapping[str, Any],
                       field_path=path)
     hook = (container.get("lifecycle") or {}).get("preStop")
     if isinstance(hook, dict) and grace > 0:
-        target = Target(deps.runtime, container_id, pod_ip, container, env or _static_env(
+        target = Target(deps.runtime, container_id, pod_ip, container, env or static_env(
             container))
         started = time.monotonic()
         try:
@@ -313,7 +313,8 @@ async def kill_container(deps: WorkerDeps, pod: Mapping[str, Any],
     await deps.runtime.stop_container(container_id, grace)
 
 
-def _static_env(container: Mapping[str, Any]) -> dict[str, str]:
+def static_env(container: Mapping[str, Any]) -> dict[str, str]:
+    """The container's plain ``env`` values (what probe and hook commands may expand)."""
     env = {}
     for var in _list(container.get("env")):
         if isinstance(var, dict) and "value" in var and var.get("name"):

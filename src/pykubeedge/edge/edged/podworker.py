@@ -37,6 +37,7 @@ from pykubeedge.edge.edged.kuberuntime import (
     hosts_file,
     kill_container,
     kill_grace,
+    static_env,
     termination_message,
 )
 from pykubeedge.edge.edged.metaclient import MetaRequestError
@@ -485,7 +486,7 @@ class PodWorker:
         if self._waiting.get(name) != (CRASH_LOOP_BACK_OFF, message):
             self._event(WARNING, "BackOff",
                         f"Back-off restarting failed container {name} in pod {label}",
-                        _field(name, init))
+                        field_path({"name": name}, init=init))
         self._waiting[name] = (CRASH_LOOP_BACK_OFF, message)
         return remaining
 
@@ -720,7 +721,7 @@ class PodWorker:
         workers: dict[str, ProbeWorker] = {}
         tasks: list[asyncio.Task[None]] = []
         target = Target(self._deps.runtime, current.id, sandbox.ip, spec,
-                        _static_env(spec))
+                        static_env(spec))
         for kind, key in PROBE_KINDS:
             probe = spec.get(key)
             if not isinstance(probe, dict):
@@ -974,18 +975,6 @@ class PodWorker:
         log.debug("%r: reported phase %s", self, status["phase"])
         return True
 
-
-
-def _field(name: str, init: bool) -> str:
-    return f"spec.{'initContainers' if init else 'containers'}{{{name}}}"
-
-
-def _static_env(container: Mapping[str, Any]) -> dict[str, str]:
-    env = {}
-    for var in container.get("env") or []:
-        if isinstance(var, dict) and "value" in var and var.get("name"):
-            env[str(var["name"])] = str(var["value"])
-    return env
 
 
 def _go_duration(seconds: float) -> str:

@@ -240,6 +240,7 @@ class LocalUp:
             "containerRuntimeEndpoint": self.containerd.endpoint if self.containerd else "fake://",
             "podLogsDir": str(self.edge_dir / "pod-logs"),
             "staticPodPath": str(self.static_pod_dir),
+            "fileCheckFrequency": "2s",  # kubelet's 20 s: local-up is for watching
         }
         await bootstrap(cfg)
         cfg.modules.edgeHub.token = ""

@@ -430,11 +430,26 @@ class PodManager:
         self.pods_loaded.set()
 
     async def status_sync_loop(self) -> None:
-        """kubelet's status manager: report again what did not go through, every period."""
+        """kubelet's status manager: report again what did not go through, every period;
+        and the eviction manager's emptyDir ``sizeLimit`` check (every 10 s, as kubelet's
+        ``evictionMonitoringPeriod``)."""
         while True:
             await self.s.sleep(self.status_sync_period)
             for worker in list(self.workers.values()):
                 worker.resync()
+            await self.check_empty_dirs()
+
+    async def check_empty_dirs(self) -> None:
+        """Evict pods whose disk emptyDir uses more than its ``sizeLimit``."""
+        if self.s.volumes.pods_dir is None:
+            return
+        for worker in list(self.workers.values()):
+            for name, limit in worker.empty_dir_limits().items():
+                used = await asyncio.to_thread(self.s.volumes.usage, worker.uid, name)
+                if used > limit:
+                    quantity = worker.size_limits_text().get(name, str(limit))
+                    worker.evict(f'Usage of EmptyDir volume "{name}" exceeds the limit '
+                                 f'"{quantity}". ')
 
 
 

@@ -63,7 +63,7 @@ from pykubeedge.edge.edged.runtime import (
     SandboxConfig,
     SandboxState,
 )
-from pykubeedge.edge.edged.volumemanager import VolumeError
+from pykubeedge.edge.edged.volumemanager import VolumeError, parse_quantity
 
 __all__ = ["PodWorker", "WorkerDeps", "grace_seconds", "parse_time"]
 
@@ -81,6 +81,8 @@ DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
 DEADLINE_MESSAGE: Final = "Pod was active on the node longer than the specified deadline"
 TOKEN_REFRESH_FRACTION: Final = 0.8
 ALWAYS_POLICY: Final = "Always"
+EVICTED: Final = "Evicted"
+IMMEDIATE_EVICTION_GRACE: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -174,6 +176,7 @@ class PodWorker:
         self._messages: dict[str, str] = {}
         self._tokens: dict[podspec.TokenKey, tuple[str, float]] = {}
         self._files: dict[str, dict[str, bytes]] = {}
+        self._eviction: str | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self.refs: frozenset[podspec.ObjectKey] = frozenset(
             r.key for r in podspec.referenced_objects(pod)
@@ -298,10 +301,12 @@ class PodWorker:
         deadline = self._deadline_left()
         if deadline is not None and deadline <= 0:
             self._event(NORMAL, DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
-            self._reason = (DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
-            await self._stop_all(sandboxes, grace_seconds(self.pod))
-            self.terminal = True
-            await self._report(await runtime.list_pods(self.uid), force=True)
+            await self._end(sandboxes, DEADLINE_EXCEEDED, DEADLINE_MESSAGE,
+                            grace_seconds(self.pod))
+            return None
+        if self._eviction is not None:
+            self._event(WARNING, EVICTED, self._eviction)
+            await self._end(sandboxes, EVICTED, self._eviction, IMMEDIATE_EVICTION_GRACE)
             return None
         policy = restart_policy(self.pod)
         specs = podspec.containers(self.pod)
@@ -340,6 +345,36 @@ class PodWorker:
                 wake = _earliest(wake, candidate)
         await self._finish(sandbox)
         return _earliest_deadline(wake, deadline)
+
+    async def _end(self, sandboxes: list[PodSandboxStatus], reason: str, message: str,
+                   grace: float) -> None:
+        """Stop the pod for good and report it Failed with ``reason`` (the pod stays in the
+        API: a deadline or an eviction is not a deletion)."""
+        self._reason = (reason, message)
+        self._stop_probes(keep=set())
+        await self._stop_all(sandboxes, grace)
+        self.terminal = True
+        await self._report(await self._deps.runtime.list_pods(self.uid), force=True)
+
+    def evict(self, message: str) -> None:
+        """The eviction manager's verdict (e.g. an emptyDir over its sizeLimit)."""
+        if self._eviction is None and not self.terminal and not self.terminating:
+            self._eviction = message
+            self.wake()
+
+    def size_limits_text(self) -> dict[str, str]:
+        """The disk-backed emptyDirs of the pod with a ``sizeLimit``, as written."""
+        limits = {}
+        for volume in (self.pod.get("spec") or {}).get("volumes") or []:
+            source = volume.get("emptyDir") if isinstance(volume, dict) else None
+            if isinstance(source, dict) and source.get("sizeLimit") and \
+                    source.get("medium") != "Memory":
+                limits[str(volume.get("name"))] = str(source["sizeLimit"])
+        return limits
+
+    def empty_dir_limits(self) -> dict[str, int]:
+        """The disk-backed emptyDirs of the pod with a ``sizeLimit`` (bytes)."""
+        return {name: parse_quantity(text) for name, text in self.size_limits_text().items()}
 
     async def _finish(self, sandbox: PodSandboxStatus) -> None:
         runtime = self._deps.runtime

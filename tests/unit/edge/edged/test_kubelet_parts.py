@@ -287,3 +287,55 @@ def test_host_path_type_checks(tmp_path: Path) -> None:
         check_host_path(str(tmp_path / "f"), "Socket")
     with pytest.raises(VolumeError, match="must not contain"):
         check_host_path("/tmp/../etc", "")
+
+
+async def test_crash_backoff_resets_after_ten_minutes_of_running() -> None:
+    t, meta = FakeTime(), FakeMetaManager()
+    runtime = FakeRuntime(clock=t.clock, scripts={"app": ContainerScript(exit_code=1,
+                                                                         exit_after_ms=100)})
+    async with running(make_edged(t, runtime=runtime), meta) as hive:
+        await hive.send("edged", pod_message("insert", make_pod("reset")))
+        await t.advance(40)  # restarts at 0, 10, 30 s: the window is 40 s now
+        assert runtime.containers_started == 4
+        runtime.scripts["app"] = ContainerScript(exit_code=1, exit_after_ms=11 * 60 * 1000)
+        await t.advance(41)  # the next instance starts, then runs 11 minutes
+        started = runtime.containers_started
+        await t.advance(11 * 60 + 1)  # it exits: ran > 10 min, so it restarts at once
+        assert runtime.containers_started == started + 1
+
+
+async def test_an_empty_dir_over_its_size_limit_evicts_the_pod(tmp_path: Path) -> None:
+    t, meta = FakeTime(), FakeMetaManager()
+    runtime = FakeRuntime(clock=t.clock)
+    pod = make_pod("big", volumes=[{"name": "scratch", "emptyDir": {"sizeLimit": "1Ki"}}],
+                   containers=[{"name": "app", "image": "busybox:1.35",
+                                "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}])
+    async with running(make_edged(t, runtime=runtime, pods_dir=str(tmp_path)), meta) as hive:
+        await hive.send("edged", pod_message("insert", pod))
+        await t.advance(1)
+        assert meta.last_status("big")["phase"] == "Running"
+        volume = tmp_path / "uid-big" / "volumes" / "kubernetes.io~empty-dir" / "scratch"
+        (volume / "blob").write_bytes(b"x" * 64 * 1024)
+        await t.advance(11)
+        status = meta.last_status("big")
+        assert (status["phase"], status["reason"]) == ("Failed", "Evicted")
+        assert status["message"] == 'Usage of EmptyDir volume "scratch" exceeds the limit "1Ki". '
+
+
+async def test_image_gc_frees_unused_images_only() -> None:
+    from pykubeedge.edge.edged.images import ImageManager
+
+    runtime = FakeRuntime()
+    for image in ("used:1", "old:1", "older:1"):
+        await runtime.pull_image(image)
+    recorder = EventRecorder(lambda *a: None, node_name="n", clock=lambda: 0.0)  # type: ignore[arg-type,return-value]
+    images = ImageManager(runtime, recorder, clock=lambda: 1000.0, high_threshold=0,
+                          low_threshold=0, minimum_age=0)
+
+    async def fs_info() -> tuple[str, int]:
+        return "/", 0
+
+    runtime.image_fs_info = fs_info  # type: ignore[method-assign]
+    in_use = {runtime.images["used:1"].digests[0]}
+    await images.garbage_collect(in_use)
+    assert set(runtime.images) == {"used:1"}

@@ -48,10 +48,12 @@ CONFIG_MIRROR: Final = "kubernetes.io/config.mirror"
 class PodManager:
     """The pods of this node and their workers."""
 
-    def __init__(self, state: EdgedState, *, max_pods: int, status_sync_period: float) -> None:
+    def __init__(self, state: EdgedState, *, max_pods: int, status_sync_period: float,
+                 sync_frequency: float = 60.0) -> None:
         self.s = state
         self.max_pods = max_pods
         self.status_sync_period = status_sync_period
+        self.sync_frequency = sync_frequency
         self.workers: dict[str, PodWorker] = {}
         self.pods_loaded = asyncio.Event()
         self._by_name: dict[tuple[str, str], str] = {}
@@ -433,10 +435,17 @@ class PodManager:
         """kubelet's status manager: report again what did not go through, every period;
         and the eviction manager's emptyDir ``sizeLimit`` check (every 10 s, as kubelet's
         ``evictionMonitoringPeriod``)."""
+        last_full = self.s.clock()
         while True:
             await self.s.sleep(self.status_sync_period)
+            full = self.s.clock() - last_full >= self.sync_frequency
+            if full:
+                last_full = self.s.clock()
             for worker in list(self.workers.values()):
-                worker.resync()
+                if full:
+                    worker.wake()  # kubelet's syncFrequency: volumes refreshed, all checked
+                else:
+                    worker.resync()
             await self.check_empty_dirs()
 
     async def check_empty_dirs(self) -> None:

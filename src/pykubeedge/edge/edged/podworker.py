@@ -426,7 +426,8 @@ class PodWorker:
             if current is not None and current.state is ContainerState.EXITED:
                 if current.exit_code == 0:
                     continue
-                if policy == "Never":
+                if policy == "Never":  # kubelet kills the pod: it will never initialize
+                    await self._stop_all(await self._deps.runtime.list_pods(self.uid), 0)
                     self.terminal = True
                     return None
             elif current is not None and current.state is ContainerState.RUNNING:
@@ -832,20 +833,20 @@ class PodWorker:
             item = (container, spec, init)
             (last if spec in sidecars else first).append(item)
 
-        async def stop(item: tuple[ContainerStatus, dict[str, Any], bool]) -> None:
+        async def stop(item: tuple[ContainerStatus, dict[str, Any], bool], left: float) -> None:
             container, spec, init = item
             try:
-                await kill_container(self._deps, self.pod, spec, container.id, ip, grace,
+                await kill_container(self._deps, self.pod, spec, container.id, ip, left,
                                      init=init)
             except ContainerRuntimeError as exc:
                 log.warning("%r: container %s not stopped: %s", self, container.name, exc)
 
         started = self._deps.clock()
-        await asyncio.gather(*(stop(i) for i in first))
+        await asyncio.gather(*(stop(i, grace) for i in first))
         order = {str(c.get("name")): i for i, c in enumerate(sidecars)}
         for item in sorted(last, key=lambda i: order.get(i[0].name, 0), reverse=True):
-            left = max(grace - (self._deps.clock() - started), 0)
-            await stop((item[0], item[1], item[2]) if left else item)
+            # what is left of the grace period after the containers stopped before it
+            await stop(item, max(grace - (self._deps.clock() - started), 0.0))
         for sandbox_status in sandboxes:
             if sandbox_status.state is SandboxState.READY:
                 await self._deps.runtime.stop_pod_sandbox(sandbox_status.id)

@@ -3,6 +3,7 @@ events, hold-upgrade, refusals, the image manager and the volume manager."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -310,13 +311,21 @@ async def test_an_empty_dir_over_its_size_limit_evicts_the_pod(tmp_path: Path) -
     pod = make_pod("big", volumes=[{"name": "scratch", "emptyDir": {"sizeLimit": "1Ki"}}],
                    containers=[{"name": "app", "image": "busybox:1.35",
                                 "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}])
+    async def settled(check: Any) -> None:
+        for _ in range(500):  # the volume work runs in threads: give them real time
+            if check():
+                return
+            await t.advance(0.01)
+            await asyncio.sleep(0.005)
+
     async with running(make_edged(t, runtime=runtime, pods_dir=str(tmp_path)), meta) as hive:
         await hive.send("edged", pod_message("insert", pod))
-        await t.advance(1)
+        await settled(lambda: meta.pod_patches("big"))
         assert meta.last_status("big")["phase"] == "Running"
         volume = tmp_path / "uid-big" / "volumes" / "kubernetes.io~empty-dir" / "scratch"
         (volume / "blob").write_bytes(b"x" * 64 * 1024)
         await t.advance(11)
+        await settled(lambda: meta.last_status("big")["phase"] == "Failed")
         status = meta.last_status("big")
         assert (status["phase"], status["reason"]) == ("Failed", "Evicted")
         assert status["message"] == 'Usage of EmptyDir volume "scratch" exceeds the limit "1Ki". '

@@ -60,6 +60,7 @@ from pykubeedge.edge.edged.runtime import (
     DNSConfig,
     PodSandboxStatus,
     PortMapping,
+    Resources,
     SandboxConfig,
     SandboxState,
 )
@@ -177,6 +178,7 @@ class PodWorker:
         self._tokens: dict[podspec.TokenKey, tuple[str, float]] = {}
         self._files: dict[str, dict[str, bytes]] = {}
         self._eviction: str | None = None
+        self._resources: dict[str, Resources] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.refs: frozenset[podspec.ObjectKey] = frozenset(
             r.key for r in podspec.referenced_objects(pod)
@@ -456,6 +458,7 @@ class PodWorker:
             kill = self._kill_requests.pop(current.id, None)
             if kill is None and current.image == spec["image"]:
                 self._waiting.pop(name, None)
+                await self._resize(current, spec)
                 return None
             if kill is None:
                 message = f"Container {name} definition changed"
@@ -499,6 +502,25 @@ class PodWorker:
             if old.id not in keep and old.state is ContainerState.EXITED:
                 await runtime.remove_container(old.id)
         return None
+
+    async def _resize(self, current: ContainerStatus, spec: Mapping[str, Any]) -> None:
+        """An in-place resize (the pod's ``resize`` subresource changed a running
+        container's resources): new cgroup limits through CRI, no restart."""
+        wanted = kc.container_resources(self.pod, spec,
+                                        node_memory=self._deps.allocatable().get("memory", 0))
+        applied = self._resources.get(current.id)
+        if applied is None:
+            self._resources[current.id] = wanted  # as started (or adopted)
+            return
+        if applied == wanted:
+            return
+        try:
+            await self._deps.runtime.update_container_resources(current.id, wanted)
+        except ContainerRuntimeError as exc:
+            log.warning("%r: resize of %s failed: %s", self, current.name, exc)
+            return
+        self._resources[current.id] = wanted
+        log.info("%r: container %s resized in place", self, current.name)
 
     async def _refreshed(self, status: ContainerStatus) -> ContainerStatus:
         for sandbox in await self._deps.runtime.list_pods(self.uid):
@@ -778,6 +800,7 @@ class PodWorker:
                 task.cancel()
             self._ready.pop(cid, None)
             self._started.pop(cid, None)
+            self._resources.pop(cid, None)
             self._kill_requests.pop(cid, None)
 
     def _is_started(self, cid: str) -> bool:

@@ -348,3 +348,21 @@ async def test_image_gc_frees_unused_images_only() -> None:
     in_use = {runtime.images["used:1"].digests[0]}
     await images.garbage_collect(in_use)
     assert set(runtime.images) == {"used:1"}
+
+
+async def test_an_in_place_resize_updates_the_cgroup_limits_without_a_restart() -> None:
+    t, meta = FakeTime(), FakeMetaManager()
+    runtime = FakeRuntime(clock=t.clock)
+    pod = make_pod("resize", containers=[{"name": "app", "image": "busybox:1.35",
+                                          "resources": {"limits": {"memory": "64Mi"}}}])
+    async with running(make_edged(t, runtime=runtime), meta) as hive:
+        await hive.send("edged", pod_message("insert", pod))
+        await t.advance(2)
+        bigger = make_pod("resize", rv="2", containers=[{
+            "name": "app", "image": "busybox:1.35", "resources": {"limits": {"memory": "128Mi"}}}])
+        await hive.send("edged", pod_message("update", bigger))
+        await t.advance(1)
+        [sandbox] = await runtime.list_pods()
+        [container] = sandbox.containers
+        assert runtime.container_spec(container.id).resources.memory_limit == 128 << 20
+        assert runtime.containers_started == 1

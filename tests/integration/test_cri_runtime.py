@@ -273,7 +273,7 @@ async def test_edged_runs_a_pod_with_a_configmap_volume_on_containerd(
         "cri-web", uid=uid, hostNetwork=True, terminationGracePeriodSeconds=1,
         volumes=[{"name": "cfg", "configMap": {"name": "app-config"}}],
         containers=[{
-            "name": "app", "image": BUSYBOX,
+            "name": "app", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",  # local image
             "command": ["sh", "-c", "cat /cfg/key; echo; echo $GREETING; exec sleep 3600"],
             "env": [{"name": "GREETING", "valueFrom": {
                 "configMapKeyRef": {"name": "app-config", "key": "greeting"}}}],

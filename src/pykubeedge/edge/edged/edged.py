@@ -152,8 +152,11 @@ class Edged:
         self.request_timeout = request_timeout
         self.retry_interval = retry_interval
         self.register_backoff_cap = register_backoff_cap
-        self.pods_dir = pods_dir
-        self.pod_logs_dir = pod_logs_dir
+        # a CRI runtime lays pods out under its own directories: the same ones, by default
+        runtime_pods = getattr(self.runtime, "pods_dir", None)
+        runtime_logs = getattr(self.runtime, "pod_logs_dir", None)
+        self.pods_dir = pods_dir or (str(runtime_pods) if runtime_pods is not None else None)
+        self.pod_logs_dir = pod_logs_dir or (str(runtime_logs) if runtime_logs else None)
         self.report_event = report_event
         self.static_pod_path = static_pod_path
         self.file_check_frequency = file_check_frequency

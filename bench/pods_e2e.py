@@ -83,7 +83,7 @@ async def main() -> None:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"bench-{i:04d}", "namespace": "default",
                          "labels": {"bench": "pods"}},
-            "spec": {"nodeName": up.node, "containers": [{"name": "c", "image": "busybox"}]},
+            "spec": {"nodeName": up.node, "containers": [{"name": "c", "image": "busybox:1.35"}]},
         } for i in range(n)]}
         t0 = time.monotonic()
         await asyncio.to_thread(

@@ -11,6 +11,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
 for pkg in containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients \
+           docker-registry apache2-utils \
            iptables iproute2 gcc libc6-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -40,7 +40,7 @@ async def test_local_up_runs_real_containers() -> None:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "reader", "namespace": "default"},
             "spec": {"nodeName": up.node, "restartPolicy": "Never",
-                     "containers": [{"name": "c", "image": "busybox", "command": [
+                     "containers": [{"name": "c", "image": "busybox:1.35", "command": [
                          "sh", "-c", "cat /etc/demo/greeting; echo; echo done"],
                          "volumeMounts": [{"name": "cfg", "mountPath": "/etc/demo"}]}],
                      "volumes": [{"name": "cfg", "configMap": {"name": "demo-config"}}]},

@@ -40,7 +40,7 @@ def pod_manifest(name: str, node: str, cm: str) -> str:
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "labels": {"e2e": "yes"}},
         "spec": {"nodeName": node,
-                 "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                 "containers": [{"name": "c", "image": "busybox:1.35", "command": ["sleep", "3600"],
                                  "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}],
                  "volumes": [{"name": "cfg", "configMap": {"name": cm}}]},
     })

@@ -106,11 +106,11 @@ async def test_images_are_local_and_the_runtime_is_ready(containerd: PrivateCont
     assert version.name == "containerd"
     assert str(version).startswith("containerd://1.")
     await runtime.status()  # RuntimeReady and NetworkReady (the loopback CNI config)
-    images = await runtime.list_images()
+    images = await runtime.image_names()
     for name in (*BUSYBOX_IMAGES, PAUSE_IMAGE):
         assert name in images
-    # present: no pull is tried (none could succeed: no registry is reachable)
-    assert (await runtime.pull_image(BUSYBOX)).startswith("sha256:")
+    present = await runtime.image_status(BUSYBOX)
+    assert present is not None and present.id.startswith("sha256:")
 
 
 async def test_container_runs_to_completion_and_logs_in_cri_format(runtime: CRIRuntime) -> None:
@@ -273,7 +273,7 @@ async def test_edged_runs_a_pod_with_a_configmap_volume_on_containerd(
         "cri-web", uid=uid, hostNetwork=True, terminationGracePeriodSeconds=1,
         volumes=[{"name": "cfg", "configMap": {"name": "app-config"}}],
         containers=[{
-            "name": "app", "image": BUSYBOX,
+            "name": "app", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",  # local image
             "command": ["sh", "-c", "cat /cfg/key; echo; echo $GREETING; exec sleep 3600"],
             "env": [{"name": "GREETING", "valueFrom": {
                 "configMapKeyRef": {"name": "app-config", "key": "greeting"}}}],

@@ -136,7 +136,8 @@ class TailoredKubeletFlag(_Section):
 class Edged(_Section):
     enable: bool = True
     registerNodeNamespace: str = "default"
-    reportEvent: bool = False
+    # True, as kubelet (upstream edged defaults to false: no Events reach the cloud)
+    reportEvent: bool = True
     tailoredKubeletFlag: TailoredKubeletFlag = Field(default_factory=TailoredKubeletFlag)
 
 

@@ -39,13 +39,9 @@ from pykubeedge.transport import certs
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
-# What the tests and local-up need of kube-controller-manager; names as in 1.37's --help.
-CONTROLLERS = ",".join((
-    "deployment-controller", "replicaset-controller", "garbage-collector-controller",
-    "namespace-controller", "serviceaccount-controller", "serviceaccount-token-controller",
-    "node-lifecycle-controller", "taint-eviction-controller", "pod-garbage-collector-controller",
-    "root-ca-certificate-publisher-controller",  # kube-root-ca.crt, mounted by every pod
-))
+# Every controller kube-controller-manager runs by default (StatefulSets, DaemonSets, Jobs,
+# CronJobs, endpoints, disruption budgets, CSR signing...), as a real cluster has them.
+CONTROLLERS = "*"
 
 
 @dataclass
@@ -246,5 +242,8 @@ class DevCluster:
                 f"--secure-port={free_port()}", f"--controllers={CONTROLLERS}",
                 f"--service-account-private-key-file={self._path('sa.key')}",
                 f"--root-ca-file={self._path('ca.crt')}",
+                # the CSR signer (csrsigning) signs with the cluster CA
+                f"--cluster-signing-cert-file={self._path('ca.crt')}",
+                f"--cluster-signing-key-file={self._path('ca.key')}",
                 "--use-service-account-credentials=false",
                 *self._extra("kube-controller-manager")]

@@ -144,6 +144,21 @@ class PrivateContainerd:
         return self.base / "cni" / "net.d"
 
     @property
+    def registry_hosts_dir(self) -> Path:
+        """containerd's ``config_path``: one ``<host>/hosts.toml`` per configured registry."""
+        return self.base / "certs.d"
+
+    def trust_plain_http(self, host: str) -> Path:
+        """Let CRI pull from registry ``host`` (``127.0.0.1:5000``) over plain HTTP (a
+        loopback test registry); read by containerd at pull time, no restart needed."""
+        directory = self.registry_hosts_dir / host
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "hosts.toml"
+        path.write_text(f'server = "http://{host}"\n\n[host."http://{host}"]\n'
+                        '  capabilities = ["pull", "resolve"]\n')
+        return path
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
@@ -205,6 +220,9 @@ class PrivateContainerd:
             f"  Root = {_toml(str(self.runc_root))}",
             "  SystemdCgroup = false",
             "",
+            f"{cri[:-1]}.registry]",
+            f"  config_path = {_toml(str(self.registry_hosts_dir))}",
+            "",
             f"{cri[:-1]}.cni]",
             f"  bin_dir = {_toml(self.cni_bin_dir)}",
             f"  conf_dir = {_toml(str(self.cni_conf_dir))}",
@@ -239,7 +257,7 @@ class PrivateContainerd:
         }
 
     def _write_files(self) -> None:
-        for sub in ("root", "state", "tmp", "opt", "runc"):
+        for sub in ("root", "state", "tmp", "opt", "runc", "certs.d"):
             (self.base / sub).mkdir(parents=True, exist_ok=True, mode=0o711)
         self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
         for old in self.cni_conf_dir.iterdir():

@@ -73,6 +73,41 @@ def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
     return CRIRuntime(endpoint, pods_dir=root / "pods", pod_logs_dir=logs)
 
 
+def _seconds(value: Any, default: float) -> float:
+    """A kubelet config duration (``"20s"``, ``"1m"``, or a number of seconds)."""
+    text = str(value or "").strip()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * units[unit]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    if text:
+        raise ConfigError(f"tailoredKubeletConfig: {value!r} is not a duration (e.g. 20s)")
+    return default
+
+
+def edged_options(cfg: EdgeCoreConfig, runtime: Runtime) -> dict[str, Any]:
+    """Edged's kubelet settings from edgecore.yaml (``tailoredKubeletConfig`` keys)."""
+    kubelet = _kubelet_config(cfg)
+    fake = isinstance(runtime, FakeRuntime)
+    root = Path(cfg.modules.edged.tailoredKubeletFlag.rootDirectory)
+    dns = kubelet.get("clusterDNS") or []
+    return {
+        "root_dir": str(root),
+        "pods_dir": None if fake else str(root / "pods"),
+        "pod_logs_dir": None if fake else str(kubelet.get("podLogsDir") or "/var/log/pods"),
+        "report_event": cfg.modules.edged.reportEvent,
+        "static_pod_path": str(kubelet.get("staticPodPath", "/etc/kubeedge/manifests") or "")
+        or None,
+        "cluster_dns": tuple(str(d) for d in dns) if isinstance(dns, list) else (),
+        "cluster_domain": str(kubelet.get("clusterDomain") or "cluster.local"),
+        "file_check_frequency": _seconds(kubelet.get("fileCheckFrequency"), 20.0),
+        "image_gc_high": int(kubelet.get("imageGCHighThresholdPercent") or 85),
+        "image_gc_low": int(kubelet.get("imageGCLowThresholdPercent") or 80),
+    }
+
+
 async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
                        runtime: Runtime | None = None,
                        ready: asyncio.Event | None = None) -> None:
@@ -103,7 +138,8 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             MetaManager(store, remote_query_timeout=meta_cfg.remoteQueryTimeout,
                         metaserver=metaserver),
             Edged(node_name=node, runtime=runtime,
-                  node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels),
+                  node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels,
+                  **edged_options(cfg, runtime)),
         ]
         if cfg.modules.deviceTwin.enable:
             modules.append(DeviceTwin(node, await DeviceDAO.open(database)))

@@ -5,6 +5,7 @@
     keadm gettoken --kube-config ~/.kube/config
     keadm join --cloudcore-ipport=192.168.1.10:10000 --token=$TOKEN --edgenode-name=edge-1
     keadm reset --force            # remove what `keadm join` wrote
+    keadm ctl unhold-upgrade pod web -n default    # on an edge node: release a held pod
     keadm version
 """
 
@@ -30,6 +31,7 @@ from pykubeedge.cloud.cloudhub.certs import read_token
 from pykubeedge.core.config import load_edgecore_config
 from pykubeedge.core.errors import ConfigError, PyKubeEdgeError
 from pykubeedge.edge.edgehub.certificate import bootstrap
+from pykubeedge.keadm.ctl import ctl
 from pykubeedge.keadm.join import edgecore_config_for_join, write_edgecore_config
 from pykubeedge.keadm.localup import LocalUp
 from pykubeedge.kube.client import KubeClient
@@ -39,6 +41,7 @@ from pykubeedge.transport.token import is_valid_node_name, split_token
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="keadm: set up pykubeedge (KubeEdge in Python).")
 console = Console(stderr=True)
+app.add_typer(ctl, name="ctl")
 
 
 @app.command()

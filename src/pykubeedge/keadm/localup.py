@@ -35,6 +35,7 @@ from pykubeedge.devcluster.cluster import DevCluster
 from pykubeedge.devcluster.containerd import PrivateContainerd
 from pykubeedge.devcluster.localimages import build_local_images
 from pykubeedge.devcluster.process import ManagedProcess, free_port
+from pykubeedge.edge.edged.volumemanager import unmount_under
 from pykubeedge.edge.edgehub.certificate import bootstrap
 from pykubeedge.edge.eventbus.mqtt import BrokerClient, parse_broker_url
 from pykubeedge.keadm.join import edgecore_config_for_join
@@ -130,6 +131,11 @@ class LocalUp:
         return self.edge_dir / "edgecore.db"
 
     @property
+    def static_pod_dir(self) -> Path:
+        """The edge node's ``staticPodPath`` (a pod file put there runs with a mirror pod)."""
+        return self.edge_dir / "manifests"
+
+    @property
     def metaserver(self) -> str:
         return f"http://127.0.0.1:{self.metaserver_port}"
 
@@ -202,6 +208,7 @@ class LocalUp:
                 log.exception("stopping: %s failed; going on", getattr(step, "__qualname__", step))
         if self.containerd is not None:
             shutil.rmtree(self.containerd.base, ignore_errors=True)
+        unmount_under(self.edge_dir)  # Edged's tmpfs volumes (secrets, memory emptyDirs)
         if self._own_workdir and self.workdir and os.environ.get("PYKUBEEDGE_KEEP") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -275,6 +282,8 @@ class LocalUp:
         extra["tailoredKubeletConfig"] = {
             "containerRuntimeEndpoint": self.containerd.endpoint if self.containerd else "fake://",
             "podLogsDir": str(self.edge_dir / "pod-logs"),
+            "staticPodPath": str(self.static_pod_dir),
+            "fileCheckFrequency": "2s",  # kubelet's 20 s: local-up is for watching
         }
         await bootstrap(cfg)
         cfg.modules.edgeHub.token = ""
@@ -329,7 +338,7 @@ class LocalUp:
                                        "data": {"greeting": "hello from the cloud"}})
         pod_spec: dict[str, Any] = {
             "nodeSelector": {"node-role.kubernetes.io/edge": ""},
-            "containers": [{"name": "web", "image": "busybox",
+            "containers": [{"name": "web", "image": "busybox:1.35",
                             "command": ["httpd", "-f", "-p", "8080"],
                             "volumeMounts": [{"name": "cfg", "mountPath": "/etc/demo"}]}],
             "volumes": [{"name": "cfg", "configMap": {"name": "demo-config"}}],

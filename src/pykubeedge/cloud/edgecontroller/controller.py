@@ -161,8 +161,8 @@ class EdgeController:
             return
         # What the pod needs goes first, so the edge can start it at once.
         await self._send_refs(node, gained, Operation.UPDATE)
-        await self._send(node, "pod", pod, Operation.INSERT if ev.type == ADDED
-                         else Operation.UPDATE)
+        await self._send(node, "pod", pod, Operation.INSERT
+                         if ev.type == ADDED and not _scheduled(pod) else Operation.UPDATE)
         await self._send_refs(node, lost, Operation.DELETE)
 
     async def _send_refs(self, node: str, refs: set[Ref], op: str) -> None:
@@ -313,6 +313,16 @@ class EdgeController:
             if self.synced.is_set() and _registered(msg, reply):
                 # The node registered: edgecore started, maybe on a new or wiped database.
                 self._reconcile_soon(node_of(msg.resource), full=True)
+
+
+def _scheduled(pod: dict[str, Any]) -> bool:
+    """Whether the scheduler bound the pod (it has ``PodScheduled``). Upstream watches every
+    pod, so it sees such a pod unbound first and sends it as ``update`` once bound (what the
+    edge's hold-upgrade keys on); this informer only sees bound pods (``ADDED``)."""
+    status = pod.get("status")
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    return any(isinstance(c, dict) and c.get("type") == "PodScheduled"
+               for c in conditions or [])
 
 
 def _registered(request: Message, reply: Message) -> bool:

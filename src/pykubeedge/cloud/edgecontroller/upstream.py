@@ -12,6 +12,7 @@ bound to it, and read only the ConfigMaps and Secrets its pods reference.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -40,11 +41,13 @@ Handler = Callable[[str, CloudResource, Message], Awaitable[Any]]
 OBJECT_RESP: Final = frozenset({
     ("node", Operation.INSERT), ("nodepatch", Operation.PATCH), ("podpatch", Operation.PATCH),
     ("lease", Operation.INSERT), ("lease", Operation.UPDATE), ("lease", Operation.QUERY),
+    ("pod", Operation.INSERT),
 })
 """Requests upstream answers with an ``ObjectResp`` (``core.content.object_reply``)."""
 _POD_IDENTITY: Final = ("name", "namespace", "uid", "resourceVersion")
 _PLURALS: Final = {"node": NODES.plural, "nodepatch": NODES.plural, "podpatch": PODS.plural,
-                   "lease": LEASES.plural}
+                   "lease": LEASES.plural, "pod": PODS.plural}
+CONFIG_MIRROR: Final = "kubernetes.io/config.mirror"
 RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
 # Labels a node may never set on itself: they steer workloads (NodeRestriction's rule).
 FORBIDDEN_LABEL_PREFIX = "node-restriction.kubernetes.io/"
@@ -115,6 +118,8 @@ class Upstream:
             ("secret", Operation.QUERY): self._get_referenced,
             ("event", Operation.INSERT): self._create_event,
             ("event", Operation.UPDATE): self._create_event,
+            ("event", Operation.PATCH): self._patch_event,
+            ("pod", Operation.INSERT): self._create_mirror_pod,
             ("serviceaccounttoken", Operation.QUERY): self._service_account_token,
         }
 
@@ -316,3 +321,41 @@ class Upstream:
             return await self.kube.patch(EVENTS, meta["name"], {
                 "count": event.get("count"), "lastTimestamp": event.get("lastTimestamp"),
                 "message": event.get("message")}, namespace=res.namespace)
+
+    async def _patch_event(self, node: str, res: CloudResource, msg: Message) -> Any:
+        """A repeated event: upstream's ``{"event": <Event>, "patchData": "<patch>"}``; the
+        same identity checks as a new one, then only count/lastTimestamp/message change."""
+        body = _json_content(msg)
+        event = body.get("event")
+        if not isinstance(event, dict):
+            raise DecodeError("an event patch needs its event")
+        patch = json_object(body.get("patchData") or "{}", "patchData of an event patch")
+        fields = {k: patch[k] for k in ("count", "lastTimestamp", "message") if k in patch}
+        repeat = dataclasses.replace(msg, operation=Operation.INSERT,
+                                     content={**event, **fields})
+        return await self._create_event(node, res, repeat)
+
+    async def _create_mirror_pod(self, node: str, res: CloudResource, msg: Message) -> Any:
+        """The mirror pod of a static pod the edge runs (kubelet's ``CreateMirrorPod``): it
+        must be bound to that node, owned by it, and carry the mirror annotation."""
+        pod = _json_content(msg)
+        meta = pod.setdefault("metadata", {})
+        spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+        annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+        if meta.get("name") != res.name or (meta.get("namespace") or res.namespace) != \
+                res.namespace:
+            raise NotAllowed(f"pod {res.namespace}/{res.name} does not match its resource")
+        if (spec or {}).get("nodeName") != node:
+            raise NotAllowed(f"node {node} may only create mirror pods bound to itself")
+        if not (annotations or {}).get(CONFIG_MIRROR):
+            raise NotAllowed(f"node {node} may only create mirror pods (annotation "
+                             f"{CONFIG_MIRROR})")
+        owners = meta.get("ownerReferences") or []
+        if any(not isinstance(o, dict) or o.get("kind") != "Node" or o.get("name") != node
+               for o in owners):
+            raise NotAllowed(f"a mirror pod of node {node} may only be owned by that node")
+        for key in ("resourceVersion", "uid", "creationTimestamp"):
+            meta.pop(key, None)
+        meta["namespace"] = res.namespace
+        pod.pop("status", None)
+        return await self.kube.create(PODS, pod)

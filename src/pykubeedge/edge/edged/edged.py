@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
@@ -33,7 +34,9 @@ from pykubeedge.core.constants import (
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.message import Message
 from pykubeedge.core.resource import parse_edge
+from pykubeedge.edge.edged.events import NORMAL, EventRecorder
 from pykubeedge.edge.edged.fake import FakeRuntime
+from pykubeedge.edge.edged.images import ImageManager
 from pykubeedge.edge.edged.lease import NodeLease
 from pykubeedge.edge.edged.metaclient import MetaClient
 from pykubeedge.edge.edged.node import (
@@ -54,6 +57,8 @@ from pykubeedge.edge.edged.runtime import (
     Runtime,
 )
 from pykubeedge.edge.edged.state import EdgedState
+from pykubeedge.edge.edged.staticpods import FILE_CHECK_FREQUENCY, StaticPods, StaticPodSource
+from pykubeedge.edge.edged.volumemanager import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,7 @@ NODE_LEASE_DURATION_SECONDS: Final = 40
 POD_STATUS_SYNC_PERIOD: Final = 10.0
 RELIST_PERIOD: Final = 1.0
 REQUEST_TIMEOUT: Final = 60.0
+IMAGE_GC_PERIOD: Final = 300.0
 
 
 class Edged:
@@ -75,6 +81,14 @@ class Edged:
     10 s, ``relist_period`` 1 s, ``max_pods`` 110, ``request_timeout`` 60 s per MetaManager
     request, ``retry_interval`` 10 s for pods held back, ``register_backoff_cap`` 7 s,
     ``host_probe`` (async; reads the machine in a thread by default), ``clock`` and ``sleep``.
+
+    Kubelet's parts: ``pods_dir`` (where volumes are laid out; None keeps them in memory, for
+    the fake runtime), ``pod_logs_dir`` (read for ``FallbackToLogsOnError``),
+    ``report_event`` (send Events, default True: kubelet always does; upstream edged's
+    ``reportEvent`` defaults to false), ``static_pod_path`` (None: no static pods) re-read
+    every ``file_check_frequency``, ``crash_backoff_initial``/``_cap``/``_reset`` (10 s,
+    300 s, 600 s), ``image_gc_high``/``_low`` percent (85/80), ``cluster_dns``,
+    ``cluster_domain``.
     """
 
     name = EdgeModule.EDGED
@@ -100,6 +114,19 @@ class Edged:
         retry_interval: float = 10.0,
         register_backoff_cap: float = 7.0,
         root_dir: str = DEFAULT_ROOT_DIR,
+        pods_dir: str | None = None,
+        pod_logs_dir: str | None = None,
+        report_event: bool = True,
+        static_pod_path: str | None = None,
+        file_check_frequency: float = FILE_CHECK_FREQUENCY,
+        crash_backoff_initial: float = 10.0,
+        crash_backoff_cap: float = 300.0,
+        crash_backoff_reset: float = 600.0,
+        image_gc_high: int = 85,
+        image_gc_low: int = 80,
+        image_gc_period: float = IMAGE_GC_PERIOD,
+        cluster_dns: tuple[str, ...] = (),
+        cluster_domain: str = "cluster.local",
         host_probe: Callable[[], Awaitable[HostInfo]] | None = None,
         clock: TimeSource = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -125,6 +152,18 @@ class Edged:
         self.request_timeout = request_timeout
         self.retry_interval = retry_interval
         self.register_backoff_cap = register_backoff_cap
+        # a CRI runtime lays pods out under its own directories: the same ones, by default
+        runtime_pods = getattr(self.runtime, "pods_dir", None)
+        runtime_logs = getattr(self.runtime, "pod_logs_dir", None)
+        self.pods_dir = pods_dir or (str(runtime_pods) if runtime_pods is not None else None)
+        self.pod_logs_dir = pod_logs_dir or (str(runtime_logs) if runtime_logs else None)
+        self.report_event = report_event
+        self.static_pod_path = static_pod_path
+        self.file_check_frequency = file_check_frequency
+        self.crash_backoff = (crash_backoff_initial, crash_backoff_cap, crash_backoff_reset)
+        self.image_gc = (image_gc_high, image_gc_low, image_gc_period)
+        self.cluster_dns = tuple(cluster_dns)
+        self.cluster_domain = cluster_domain
         self._host_probe = host_probe or (lambda: asyncio.to_thread(probe_host, root_dir))
         self._clock = clock
         self._sleep = sleep
@@ -136,7 +175,15 @@ class Edged:
         self.state = EdgedState(node_name=self.node_name, runtime=self.runtime,
                                 clock=self._clock, sleep=self._sleep, jitter=self._jitter,
                                 retry_interval=self.retry_interval,
-                                backoff_cap=self.register_backoff_cap)
+                                backoff_cap=self.register_backoff_cap,
+                                crash_backoff_initial=self.crash_backoff[0],
+                                crash_backoff_cap=self.crash_backoff[1],
+                                crash_backoff_reset=self.crash_backoff[2],
+                                pod_logs_dir=Path(self.pod_logs_dir) if self.pod_logs_dir
+                                else None,
+                                cluster_dns=self.cluster_dns,
+                                cluster_domain=self.cluster_domain,
+                                volumes=VolumeManager(self.pods_dir))
         self.pods = PodManager(self.state, max_pods=self.max_pods,
                                status_sync_period=self.pod_status_sync_period)
         self.pleg = PLEG(self.state, self.pods, period=self.relist_period)
@@ -148,6 +195,11 @@ class Edged:
         self.lease = NodeLease(self.state, self.node_status,
                                duration_seconds=self.lease_duration_seconds,
                                renew_interval=self.lease_renew_interval)
+        self.static_pods: StaticPods | None = None
+        if self.static_pod_path:
+            source = StaticPodSource(Path(self.static_pod_path), node_name=self.node_name)
+            self.static_pods = StaticPods(self.state, self.pods, self.node_status, source,
+                                          period=self.file_check_frequency)
 
     # -- what the parts know -------------------------------------------------------------------
 
@@ -200,6 +252,14 @@ class Edged:
         state.host = await self._host_probe()
         if not self.node_name:
             self.node_name = state.node_name = state.host.hostname
+        state.recorder = EventRecorder(state.meta.send, node_name=self.node_name,
+                                       clock=self._clock, enabled=self.report_event)
+        high, low, _period = self.image_gc
+        state.images = ImageManager(self.runtime, state.recorder, clock=self._clock,
+                                    backoff_initial=10.0, backoff_cap=300.0,
+                                    high_threshold=high, low_threshold=low)
+        if self.static_pods is not None:
+            self.static_pods.source.node_name = self.node_name
         try:
             state.runtime_version = await self.runtime.version()
         except ContainerRuntimeError as exc:
@@ -214,12 +274,30 @@ class Edged:
             task_group.create_task(guard("load-pods", self.pods.load_pods))
             task_group.create_task(guard("relist", self.pleg.run))
             task_group.create_task(guard("pod-status", self.pods.status_sync_loop))
+            task_group.create_task(guard("events", lambda: state.recorder.run(self._sleep)))
+            task_group.create_task(guard("image-gc", self._image_gc_loop))
+            if self.static_pods is not None:
+                task_group.create_task(guard("static-pods", self.static_pods.run))
+            state.recorder.node(NORMAL, "Starting", "Starting kubelet.")
             while True:
                 msg = await ctx.receive(self.name)
                 try:
                     self.handle(msg)
                 except Exception:
                     log.exception("edged: failed to handle %s", msg)
+
+    async def _image_gc_loop(self) -> None:
+        """kubelet's image GC, every ``ImageGCPeriod`` (5 min)."""
+        period = self.image_gc[2]
+        while True:
+            await self._sleep(period)
+            try:
+                sandboxes = await self.runtime.list_pods()
+                in_use = {c.image_ref for s in sandboxes for c in s.containers} | {
+                    c.image for s in sandboxes for c in s.containers}
+                await self.state.images.garbage_collect(in_use)
+            except ContainerRuntimeError as exc:
+                log.warning("edged: image GC failed: %s", exc)
 
     # -- messages from MetaManager ------------------------------------------------------------
 

@@ -17,14 +17,18 @@ from typing import Final
 
 from pykubeedge.core.clock import TimeSource
 from pykubeedge.edge.edged.runtime import (
+    AuthConfig,
     CapacityError,
     ContainerRuntimeError,
     ContainerSpec,
     ContainerState,
     ContainerStatus,
+    ExecResult,
+    ImageInfo,
     ImagePullError,
     NotFoundError,
     PodSandboxStatus,
+    Resources,
     RuntimeUnavailableError,
     RuntimeVersion,
     SandboxConfig,
@@ -46,6 +50,8 @@ class ContainerScript:
     exit_after_ms: int | None = None
     pull_error: str = ""
     pull_failures: int = 0
+    exec_exit_code: int = 0
+    exec_output: str = ""
 
 
 FAKE_RUNTIME_NAME: Final = "fake"
@@ -103,6 +109,9 @@ class FakeRuntime:
         self._sandboxes: dict[str, _Sandbox] = {}
         self._containers: dict[str, _Container] = {}
         self._pulls: dict[str, int] = {}
+        self.images: dict[str, ImageInfo] = {}
+        self.execs: list[tuple[str, tuple[str, ...]]] = []
+        self.pulled: list[tuple[str, AuthConfig | None]] = []
         self._next_id = 0
         self.sandboxes_created = 0
         self.containers_started = 0
@@ -152,8 +161,10 @@ class FakeRuntime:
         for container_id in sandbox.containers:
             self._containers.pop(container_id, None)
 
-    async def pull_image(self, image: str) -> str:
+    async def pull_image(self, image: str, auth: AuthConfig | None = None) -> str:
         self._check_healthy()
+        if len(self.pulled) < 10_000:
+            self.pulled.append((image, auth))
         script = self._script(None, image)
         if script is not None and script.pull_failures:
             failed = self._pulls.get(image, 0)
@@ -162,7 +173,50 @@ class FakeRuntime:
                 self._pulls[image] = failed + 1
                 reason = script.pull_error or "not found"
                 raise ImagePullError(f'failed to pull image "{image}": {reason}')
-        return _image_ref(image)
+        ref = _image_ref(image)
+        self.images[image] = ImageInfo(id=ref.rsplit("@", 1)[-1], tags=(image,),
+                                       digests=(ref,), size=1024)
+        return ref
+
+    async def image_status(self, image: str) -> ImageInfo | None:
+        """Every image is present, except scripted pull failures not pulled yet."""
+        if image in self.images:
+            return self.images[image]
+        script = self._script(None, image)
+        if script is not None and script.pull_failures:
+            return None
+        ref = _image_ref(image)
+        return ImageInfo(id=ref.rsplit("@", 1)[-1], tags=(image,), digests=(ref,), size=1024)
+
+    async def list_images(self) -> list[ImageInfo]:
+        return list(self.images.values())
+
+    async def remove_image(self, image_id: str) -> None:
+        for name, info in list(self.images.items()):
+            if info.id == image_id:
+                del self.images[name]
+
+    async def image_fs_info(self) -> tuple[str, int]:
+        return "/fake", sum(i.size for i in self.images.values())
+
+    async def exec_sync(self, container_id: str, cmd: tuple[str, ...],
+                        timeout: float) -> ExecResult:
+        container = self._containers.get(container_id)
+        if container is None:
+            raise NotFoundError(f"no container {container_id}")
+        if len(self.execs) < 10_000:
+            self.execs.append((container_id, cmd))
+        script = self._script(container.spec.name, container.spec.image)
+        if script is None:
+            return ExecResult(0)
+        return ExecResult(script.exec_exit_code, script.exec_output.encode())
+
+    async def update_container_resources(self, container_id: str,
+                                         resources: Resources) -> None:
+        container = self._containers.get(container_id)
+        if container is None:
+            raise NotFoundError(f"no container {container_id}")
+        container.spec = replace(container.spec, resources=resources)
 
     async def start_container(self, sandbox_id: str, spec: ContainerSpec) -> str:
         self._check_healthy()

@@ -59,6 +59,18 @@ class MetaClient:
             raise MetaRequestError(f"{operation} {resource}: {reply.content}")
         return reply.content
 
+    async def send(self, operation: str, resource: str, content: Any = None) -> None:
+        """Send without waiting for an answer (events: upstream uses ``Send`` too).
+
+        >>> await meta.send("insert", "default/event/web.17a", event)    # doctest: +SKIP
+        """
+        msg = new_message(source=EdgeModule.EDGED, group=EdgeGroup.META, resource=resource,
+                          operation=operation, content=content)
+        try:
+            await self._ctx.send(EdgeModule.METAMANAGER, msg)
+        except BeehiveError as exc:
+            raise MetaRequestError(f"{operation} {resource}: {exc}") from None
+
 
 def object_resp(content: Any) -> tuple[dict[str, Any] | None, str]:
     """A reply as ``(object, error text)`` (see :func:`core.content.parse_object_reply`).

@@ -91,6 +91,11 @@ class HostInfo:
     machine_id: str = ""
     system_uuid: str = ""
     boot_id: str = ""
+    memory_available_bytes: int = -1
+    """MemAvailable (-1: unknown); memory.available for the MemoryPressure signal."""
+    disk_available_bytes: int = -1
+    """Free bytes of the filesystem of the root directory (nodefs.available)."""
+    inodes_free_fraction: float = -1.0
 
 
 def probe_host(root_dir: str = DEFAULT_ROOT_DIR) -> HostInfo:
@@ -112,7 +117,27 @@ def probe_host(root_dir: str = DEFAULT_ROOT_DIR) -> HostInfo:
         machine_id=_read_first_line("/etc/machine-id"),
         system_uuid=_read_first_line("/sys/class/dmi/id/product_uuid"),
         boot_id=_read_first_line("/proc/sys/kernel/random/boot_id"),
+        memory_available_bytes=_meminfo("MemAvailable:"),
+        **_disk_free(root_dir),
     )
+
+
+def _meminfo(key: str) -> int:
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="ascii") as info:
+        for line in info:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+def _disk_free(root_dir: str) -> dict[str, Any]:
+    for path in (root_dir, "/"):
+        with contextlib.suppress(OSError):
+            stat = os.statvfs(path)
+            inodes = stat.f_ffree / stat.f_files if stat.f_files else -1.0
+            return {"disk_available_bytes": stat.f_bavail * stat.f_frsize,
+                    "inodes_free_fraction": inodes}
+    return {}
 
 
 def primary_ipv4() -> str:
@@ -223,37 +248,58 @@ class NodeConditions:
         ]
 
 
-def refresh_conditions(
-    conditions: NodeConditions, *, runtime_error: str, now: float
-) -> bool:
-    """Set kubelet's four conditions; True when one changed.
+PRESSURE_TRANSITION_PERIOD: Final = 300.0  # evictionPressureTransitionPeriod
+_PRESSURES: Final = (
+    ("MemoryPressure", ("KubeletHasInsufficientMemory", "kubelet has insufficient memory "
+                        "available", "NodeHasInsufficientMemory"),
+     ("KubeletHasSufficientMemory", "kubelet has sufficient memory available",
+      "NodeHasSufficientMemory")),
+    ("DiskPressure", ("KubeletHasDiskPressure", "kubelet has disk pressure",
+                      "NodeHasDiskPressure"),
+     ("KubeletHasNoDiskPressure", "kubelet has no disk pressure", "NodeHasNoDiskPressure")),
+    ("PIDPressure", ("KubeletHasInsufficientPID", "kubelet has insufficient PID available",
+                     "NodeHasInsufficientPID"),
+     ("KubeletHasSufficientPID", "kubelet has sufficient PID available",
+      "NodeHasSufficientPID")),
+)
 
-    Ready follows the runtime (``runtime_error`` empty: ready); pressure conditions are False
-    (pykubeedge has no eviction manager yet).
+
+def pressure_signals(host: HostInfo) -> dict[str, bool]:
+    """kubelet's default hard eviction signals (``memory.available<100Mi``,
+    ``nodefs.available<10%``, ``nodefs.inodesFree<5%``; no PID threshold) on ``host``."""
+    memory = 0 <= host.memory_available_bytes < _EVICTION_MEMORY_KI * 1024
+    disk = (0 <= host.disk_available_bytes < host.ephemeral_storage_bytes
+            * _EVICTION_NODEFS_FRACTION) or 0 <= host.inodes_free_fraction < 0.05
+    return {"MemoryPressure": memory, "DiskPressure": disk, "PIDPressure": False}
+
+
+def refresh_conditions(
+    conditions: NodeConditions, *, runtime_error: str, now: float,
+    pressure: Mapping[str, bool] | None = None,
+    last_pressure: dict[str, float] | None = None,
+) -> list[str]:
+    """Set kubelet's four conditions in kubelet's order (Ready last); the node events of
+    those that changed (``NodeHasSufficientMemory``, ``NodeReady``, ...).
+
+    Ready follows the runtime (``runtime_error`` empty: ready), with upstream edged's reason
+    ``EdgeReady``; a pressure condition stays True for 5 minutes after its signal cleared.
     """
-    changed = False
+    events: list[str] = []
+    last = last_pressure if last_pressure is not None else {}
+    for kind, on, off in _PRESSURES:
+        if (pressure or {}).get(kind):
+            last[kind] = now
+        active = kind in last and now - last[kind] < PRESSURE_TRANSITION_PERIOD
+        reason, message, event = on if active else off
+        if conditions.set(kind, "True" if active else "False", reason, message, now=now):
+            events.append(event)
     if runtime_error:
-        changed |= conditions.set(
-            "Ready", "False", "KubeletNotReady",
-            f"container runtime is down: {runtime_error}", now=now,
-        )
-    else:
-        changed |= conditions.set(
-            "Ready", "True", "KubeletReady", "kubelet is posting ready status", now=now
-        )
-    changed |= conditions.set(
-        "MemoryPressure", "False", "KubeletHasSufficientMemory",
-        "kubelet has sufficient memory available", now=now,
-    )
-    changed |= conditions.set(
-        "DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure",
-        now=now,
-    )
-    changed |= conditions.set(
-        "PIDPressure", "False", "KubeletHasSufficientPID",
-        "kubelet has sufficient PID available", now=now,
-    )
-    return changed
+        if conditions.set("Ready", "False", "KubeletNotReady",
+                          f"container runtime is down: {runtime_error}", now=now):
+            events.append("NodeNotReady")
+    elif conditions.set("Ready", "True", "EdgeReady", "edge is posting ready status", now=now):
+        events.append("NodeReady")
+    return events
 
 
 def node_status(

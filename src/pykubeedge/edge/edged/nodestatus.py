@@ -29,6 +29,7 @@ from pykubeedge.edge.edged.node import (
     node_labels,
     node_object,
     node_status,
+    pressure_signals,
     refresh_conditions,
     status_without_heartbeats,
 )
@@ -57,6 +58,7 @@ class NodeStatus:
         self._last_report = 0.0
         self._force = False
         self._kick = asyncio.Event()
+        self._pressure_seen: dict[str, float] = {}
 
     def force_update(self) -> None:
         """Patch the status at once and whatever it says (e.g. back in touch with the cloud:
@@ -66,7 +68,14 @@ class NodeStatus:
 
     def _build_status(self, runtime_error: str, now: float) -> tuple[dict[str, Any], bool]:
         assert self.s.host is not None
-        changed = refresh_conditions(self._conditions, runtime_error=runtime_error, now=now)
+        events = refresh_conditions(self._conditions, runtime_error=runtime_error, now=now,
+                                    pressure=pressure_signals(self.s.host),
+                                    last_pressure=self._pressure_seen)
+        changed = bool(events)
+        if self.s.has_recorder:
+            for event in events:  # kubelet's recordNodeStatusEvent
+                self.s.recorder.node("Normal", event,
+                                     f"Node {self.s.node_name} status is now: {event}")
         status = node_status(
             self.s.host,
             conditions=self._conditions.render(heartbeat=now),

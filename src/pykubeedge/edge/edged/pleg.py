@@ -8,6 +8,7 @@ pod owns (deleted while Edged was down) is removed, as kubelet's pod cleanup doe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -24,6 +25,7 @@ class PLEG:
         self.pods = pods
         self.period = period
         self._seen: dict[str, tuple[Any, ...]] = {}
+        self._swept = False
 
     async def run(self) -> None:
         """Relist every period until cancelled."""
@@ -52,6 +54,9 @@ class PLEG:
             elif self.pods.pods_loaded.is_set():
                 await self._remove_orphan(uid, group)
         self._seen = seen
+        if self.pods.pods_loaded.is_set() and not self._swept:
+            self._swept = True
+            await self._remove_orphan_dirs(set(by_uid))
 
     async def _remove_orphan(self, uid: str, sandboxes: list[PodSandboxStatus]) -> None:
         """A sandbox no pod owns (deleted while Edged was down): kubelet's pod cleanup."""
@@ -65,6 +70,20 @@ class PLEG:
                 await self.s.runtime.remove_pod_sandbox(sandbox.id)
             except ContainerRuntimeError as exc:
                 log.warning("edged: orphan sandbox %s not removed: %s", sandbox.id[:12], exc)
+                return
+        await asyncio.to_thread(self.s.volumes.remove, uid)
+
+    async def _remove_orphan_dirs(self, live: set[str]) -> None:
+        """Once, after the stored pods are loaded: volumes of pods that are neither known nor
+        in the runtime (kubelet's ``cleanupOrphanedPodDirs``), tmpfs mounts included."""
+        pods_dir = self.s.volumes.pods_dir
+        if pods_dir is None or not pods_dir.is_dir():
+            return
+        known = live | set(self.pods.workers)
+        for entry in await asyncio.to_thread(lambda: list(pods_dir.iterdir())):
+            if entry.name not in known:
+                log.info("edged: removing the volumes of orphan pod %s", entry.name)
+                await asyncio.to_thread(self.s.volumes.remove, entry.name)
 
 
 def _fingerprint(sandboxes: list[PodSandboxStatus]) -> tuple[Any, ...]:

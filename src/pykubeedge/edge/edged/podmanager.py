@@ -23,31 +23,48 @@ from pykubeedge.core.content import maybe_json
 from pykubeedge.core.message import Message
 from pykubeedge.core.objects import name_of, namespace_of, resource_version_of, uid_of
 from pykubeedge.core.resource import build_edge
+from pykubeedge.edge.edged import containers as kc
 from pykubeedge.edge.edged import podspec
+from pykubeedge.edge.edged.events import WARNING
+from pykubeedge.edge.edged.kuberuntime import WorkerDeps
 from pykubeedge.edge.edged.metaclient import MetaRequestError, list_items, object_resp
 from pykubeedge.edge.edged.podstatus import TERMINAL_PHASES, rejected_status, status_patch
-from pykubeedge.edge.edged.podworker import PodWorker, WorkerDeps, grace_seconds
+from pykubeedge.edge.edged.podworker import PodWorker, grace_seconds
 from pykubeedge.edge.edged.state import EdgedState
+from pykubeedge.edge.edged.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 
 _MAX_REJECTIONS_IN_FLIGHT: Final = 64
 _REMEMBERED_REJECTIONS: Final = 1024
+_MAX_HELD: Final = 1024
+HOLD_UPGRADE_ANNOTATION: Final = "edge.kubeedge.io/hold-upgrade"
+HELD_UPGRADE: Final = "HeldUpgrade"
+HOLD_REASON: Final = "HoldUpgradeEnabled"
+HOLD_MESSAGE: Final = "Upgrade is currently held due to edge-hold-upgrade annotation"
+CONFIG_MIRROR: Final = "kubernetes.io/config.mirror"
 
 
 class PodManager:
     """The pods of this node and their workers."""
 
-    def __init__(self, state: EdgedState, *, max_pods: int, status_sync_period: float) -> None:
+    def __init__(self, state: EdgedState, *, max_pods: int, status_sync_period: float,
+                 sync_frequency: float = 60.0) -> None:
         self.s = state
         self.max_pods = max_pods
         self.status_sync_period = status_sync_period
+        self.sync_frequency = sync_frequency
         self.workers: dict[str, PodWorker] = {}
         self.pods_loaded = asyncio.Event()
         self._by_name: dict[tuple[str, str], str] = {}
         self._rejected: OrderedDict[str, None] = OrderedDict()
         self._rejecting: set[asyncio.Task[None]] = set()
         self._tasks: asyncio.TaskGroup | None = None
+        self.held: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        """Pods held by ``edge.kubeedge.io/hold-upgrade`` (the newest copy of each)."""
+        self.static: dict[str, dict[str, Any]] = {}
+        """Static pods by UID (from the manifest directory)."""
+        self._mirrors: dict[tuple[str, str], str] = {}
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
         """Run workers (and rejection reports) in ``tasks`` from now on."""
@@ -63,14 +80,30 @@ class PodManager:
             host_ip=s.host_ip,
             clock=s.clock,
             sleep=s.sleep,
+            recorder=s.recorder,
+            images=s.images,
+            volumes=s.volumes,
             retry_interval=s.retry_interval,
+            backoff_initial=s.crash_backoff_initial,
+            backoff_cap=s.crash_backoff_cap,
+            backoff_reset=s.crash_backoff_reset,
+            fetch_token=self._fetch_token,
+            services=self._services,
+            allocatable=s.allocatable,
+            pod_logs_dir=s.pod_logs_dir,
+            cluster_dns=s.cluster_dns,
+            cluster_domain=s.cluster_domain,
         )
 
     def handle_pod(self, msg: Message, namespace: str, name: str) -> None:
         """A pod insert/update/delete from MetaManager (the cloud, or the store)."""
         pod = maybe_json(msg.content)
         if msg.operation == Operation.DELETE:
+            self.held.pop((namespace, name), None)
             self.delete_pod(namespace, name, pod if isinstance(pod, dict) else None)
+            return
+        if msg.operation == Operation.UNHOLD_UPGRADE:
+            self.unhold(namespace, name)
             return
         if msg.operation not in (Operation.INSERT, Operation.UPDATE):
             log.debug("edged: ignored %s", msg)
@@ -84,7 +117,107 @@ class PodManager:
             log.warning("edged: %s carries pod %s/%s; ignored", msg, namespace_of(pod),
                         name_of(pod))
             return
+        if msg.operation == Operation.UPDATE and self._hold(pod):
+            return
         self.apply_pod(pod)
+
+    # -- hold upgrade (v1.23 edge feature) ----------------------------------------------------
+
+    def _hold(self, pod: dict[str, Any]) -> bool:
+        """Hold a Pending pod annotated ``edge.kubeedge.io/hold-upgrade: "true"`` (upstream
+        holds only updates, and only while the pod is Pending); True if held."""
+        meta = pod.get("metadata") or {}
+        annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+        status = pod.get("status") if isinstance(pod.get("status"), dict) else {}
+        if (meta.get("deletionTimestamp") or (annotations or {}).get(HOLD_UPGRADE_ANNOTATION)
+                != "true" or (status or {}).get("phase") != "Pending"
+                or uid_of(pod) in self.workers):
+            return False
+        key = (namespace_of(pod), name_of(pod))
+        self.held[key] = pod  # only the newest copy: replaying older ones changes nothing
+        self.held.move_to_end(key)
+        while len(self.held) > _MAX_HELD:
+            self.held.popitem(last=False)
+        log.info("edged: pod %s/%s held (hold-upgrade)", *key)
+        self._spawn(self._send_held_condition(pod))
+        return True
+
+    def unhold(self, namespace: str, name: str) -> None:
+        """Release a held pod (MetaServer's ``pods/unhold-upgrade``): it starts now."""
+        pod = self.held.pop((namespace, name), None)
+        if pod is None:
+            log.info("edged: no held updates found for pod %s/%s", namespace, name)
+            return
+        log.info("edged: pod %s/%s released (unhold-upgrade)", namespace, name)
+        self.apply_pod(pod)
+
+    async def _send_held_condition(self, pod: dict[str, Any]) -> None:
+        condition = {"type": HELD_UPGRADE, "status": "True", "lastProbeTime": None,
+                     "lastTransitionTime": rfc3339(self.s.clock()), "reason": HOLD_REASON,
+                     "message": HOLD_MESSAGE}
+        content = orjson.dumps({"status": {"conditions": [condition]}}).decode()
+        resource = build_edge(namespace_of(pod), ResourceType.POD_PATCH, name_of(pod))
+        try:
+            await self.s.meta.request(Operation.PATCH, resource, content)
+        except MetaRequestError as exc:
+            log.warning("edged: HeldUpgrade condition not sent: %s", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        if self._tasks is None or len(self._rejecting) >= _MAX_REJECTIONS_IN_FLIGHT:
+            coro.close()
+            log.warning("edged: too many reports in flight; one dropped")
+            return
+        task = self._tasks.create_task(coro)
+        self._rejecting.add(task)
+        task.add_done_callback(self._rejecting.discard)
+
+    # -- static pods and their mirror pods ---------------------------------------------------
+
+    def mirror_of(self, pod: dict[str, Any]) -> bool:
+        """True for a mirror pod from the cloud (it is never run: it stands for a static pod,
+        whose status it gets)."""
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        mirror = annotations.get(CONFIG_MIRROR) if isinstance(annotations, dict) else None
+        if not mirror:
+            return False
+        key = (namespace_of(pod), name_of(pod))
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            self._mirrors.pop(key, None)
+            return True
+        self._mirrors[key] = uid_of(pod)
+        worker = self.workers.get(str(mirror))
+        if worker is not None and worker.static:
+            worker.status_uid = uid_of(pod)
+            worker.unsynced = True
+            worker.wake()
+        return True
+
+    def mirror_uid(self, namespace: str, name: str) -> str:
+        """The UID of the mirror pod of static pod ``namespace/name`` ("" if none yet)."""
+        return self._mirrors.get((namespace, name), "")
+
+    def apply_static(self, pod: dict[str, Any]) -> PodWorker | None:
+        """Run (or update) a static pod from the manifest directory."""
+        uid = uid_of(pod)
+        self.static[uid] = pod
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.update(pod)
+            return worker
+        self.apply_pod(pod)
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.static = True
+            worker.status_uid = self._mirrors.get((namespace_of(pod), name_of(pod)), uid)
+        return worker
+
+    def remove_static(self, uid: str) -> None:
+        """A static pod's file is gone: stop it (no API deletion: its mirror goes apart)."""
+        pod = self.static.pop(uid, None)
+        worker = self.workers.get(uid)
+        if worker is not None and pod is not None:
+            self._mirrors.pop((namespace_of(pod), name_of(pod)), None)
+            worker.kill(grace_seconds(pod), api_deleted=True)
 
     def apply_pod(self, pod: dict[str, Any]) -> None:
         """Start, update or stop the pod as its object says (idempotent)."""
@@ -100,7 +233,11 @@ class PodManager:
                         namespace, name, node, self.s.node_name)
             return
         key = (namespace, name)
+        if self.mirror_of(pod):
+            return  # the cloud's mirror of a static pod we run: status goes to it
         old_uid = self._by_name.get(key)
+        if old_uid is not None and old_uid in self.static and uid not in self.static:
+            return  # a same-name pod from the API never replaces a static pod
         if old_uid is not None and old_uid != uid:
             old = self.workers.get(old_uid)
             if old is not None:
@@ -131,6 +268,12 @@ class PodManager:
             podspec.containers(pod)
         except podspec.PodSpecError as exc:
             log.warning("edged: pod %s/%s rejected: %s", namespace, name, exc)
+            return
+        refusal = kc.refusal(pod)
+        if refusal and not deleting:
+            reason = "FailedMount" if refusal.startswith("volume ") else kc.UNSUPPORTED
+            self.s.recorder.pod(pod, WARNING, reason, refusal)
+            self._reject(pod, kc.UNSUPPORTED, f"Pod was rejected: {refusal}")
             return
         if len(self.workers) >= self.max_pods:
             self._reject(pod, "OutOfpods",
@@ -172,6 +315,9 @@ class PodManager:
                 del self._by_name[key]
 
     def delete_pod(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
+        if self._mirrors.get((namespace, name)) == uid_of(pod) and uid_of(pod):
+            self._mirrors.pop((namespace, name), None)  # a mirror pod went: recreated later
+            return
         uid = uid_of(pod) or self._by_name.get((namespace, name))  # no UID given: by name
         worker = self.workers.get(uid) if uid else None
         if worker is None:
@@ -209,6 +355,41 @@ class PodManager:
         except MetaRequestError as exc:
             log.warning("edged: rejection status not sent: %s", exc)
 
+    async def _fetch_token(self, pod: Mapping[str, Any],
+                           key: podspec.TokenKey) -> str | None:
+        """A bound ServiceAccount token for a projected volume (the TokenRequest API, through
+        MetaManager and the cloud)."""
+        spec = pod.get("spec") or {}
+        account = str(spec.get("serviceAccountName") or "default")
+        _path, seconds, audiences = key
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "metadata": {"creationTimestamp": None},
+                   "spec": {"audiences": list(audiences) or None, "expirationSeconds": seconds,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                               "name": name_of(pod), "uid": uid_of(pod)}},
+                   "status": {"token": "", "expirationTimestamp": None}}
+        resource = build_edge(namespace_of(pod), ResourceType.SERVICE_ACCOUNT_TOKEN, account)
+        try:
+            content = await self.s.meta.request(Operation.QUERY, resource, request)
+        except MetaRequestError as exc:
+            log.info("edged: token for %s not available: %s", resource, exc)
+            return None
+        items = list_items(content) or [object_resp(content)[0] or {}]
+        status = items[0].get("status") if isinstance(items[0], dict) else None
+        token = status.get("token") if isinstance(status, dict) else None
+        return str(token) if token else None
+
+    async def _services(self, namespace: str) -> list[dict[str, Any]]:
+        """The Services the edge knows in ``namespace`` (and ``default/kubernetes``)."""
+        found = []
+        for ns in dict.fromkeys((namespace, "default")):
+            content = await self.s.meta.request(Operation.QUERY,
+                                                build_edge(ns, ResourceType.SERVICE))
+            for svc in list_items(content):
+                if ns == namespace or name_of(svc) == "kubernetes":
+                    found.append(svc)
+        return found
+
     async def _fetch_object(self, ref: podspec.ObjectRef) -> Mapping[str, Any] | None:
         """A ConfigMap/Secret from MetaManager (local first, then the cloud); None if missing."""
         resource = build_edge(ref.namespace, ref.kind, ref.name)
@@ -241,6 +422,8 @@ class PodManager:
         for pod in pods:
             try:
                 before = len(self.workers)
+                if self._hold(pod):
+                    continue
                 self.apply_pod(pod)
                 started += len(self.workers) - before
             except Exception:
@@ -249,11 +432,33 @@ class PodManager:
         self.pods_loaded.set()
 
     async def status_sync_loop(self) -> None:
-        """kubelet's status manager: report again what did not go through, every period."""
+        """kubelet's status manager: report again what did not go through, every period;
+        and the eviction manager's emptyDir ``sizeLimit`` check (every 10 s, as kubelet's
+        ``evictionMonitoringPeriod``)."""
+        last_full = self.s.clock()
         while True:
             await self.s.sleep(self.status_sync_period)
+            full = self.s.clock() - last_full >= self.sync_frequency
+            if full:
+                last_full = self.s.clock()
             for worker in list(self.workers.values()):
-                worker.resync()
+                if full:
+                    worker.wake()  # kubelet's syncFrequency: volumes refreshed, all checked
+                else:
+                    worker.resync()
+            await self.check_empty_dirs()
+
+    async def check_empty_dirs(self) -> None:
+        """Evict pods whose disk emptyDir uses more than its ``sizeLimit``."""
+        if self.s.volumes.pods_dir is None:
+            return
+        for worker in list(self.workers.values()):
+            for name, limit in worker.empty_dir_limits().items():
+                used = await asyncio.to_thread(self.s.volumes.usage, worker.uid, name)
+                if used > limit:
+                    quantity = worker.size_limits_text().get(name, str(limit))
+                    worker.evict(f'Usage of EmptyDir volume "{name}" exceeds the limit '
+                                 f'"{quantity}". ')
 
 
 

@@ -52,6 +52,12 @@ class ContainerView:
     current: ContainerStatus | None = None
     previous: ContainerStatus | None = None
     waiting: tuple[str, str] | None = None
+    ready: bool | None = None
+    """From the probes (None: ready = running, for containers without probe results)."""
+    started: bool | None = None
+    sidecar: bool = False
+    """An init container with ``restartPolicy: Always``."""
+    init: bool = False
 
 
 def restart_policy(pod: Mapping[str, Any]) -> str:
@@ -91,15 +97,46 @@ def _has_last_termination(view: ContainerView) -> bool:
     return view.previous is not None and view.previous.state is ContainerState.EXITED
 
 
-def pod_phase(policy: str, views: Sequence[ContainerView], *, terminal: bool) -> str:
-    """Kubelet's ``getPhase`` for regular containers.
+def _init_running(view: ContainerView) -> bool:
+    return view.current is not None and view.current.state is ContainerState.RUNNING
+
+
+def pod_phase(policy: str, views: Sequence[ContainerView], *, terminal: bool,
+              init_views: Sequence[ContainerView] = ()) -> str:
+    """Kubelet's ``getPhase`` (1.32): init containers, sidecars and regular containers.
 
     ``terminal``: the pod will not run again (deleted, or done under Never/OnFailure), so
     all-exited means Succeeded or Failed even under Always.
     """
-    running = waiting = stopped = succeeded = 0
+    pending_init = failed_init = pending_restartable = 0
+    running = waiting = stopped = succeeded = unknown = 0
+    for view in init_views:
+        shown = _shown_state(view)
+        current = view.current
+        if view.sidecar:
+            if shown == "running":
+                running += 1
+                if not view.started:
+                    pending_restartable += 1
+            elif shown == "waiting" and not _has_last_termination(view):
+                pending_restartable += 1
+                waiting += 1
+            continue
+        if shown == "running":
+            pending_init += 1
+        elif shown == "terminated":
+            assert current is not None
+            if current.exit_code != 0:
+                failed_init += 1
+        elif _has_last_termination(view) and _last_exit(view) != 0:
+            failed_init += 1
+        else:
+            pending_init += 1
+    regular_started = False
     for view in views:
         shown = _shown_state(view)
+        if view.current is not None:
+            regular_started = True
         if shown == "running":
             running += 1
         elif shown == "terminated":
@@ -111,11 +148,13 @@ def pod_phase(policy: str, views: Sequence[ContainerView], *, terminal: bool) ->
             stopped += 1
         else:
             waiting += 1
-    if waiting:
+    if failed_init and policy == NEVER:
+        return FAILED
+    if pending_init or (pending_restartable and not regular_started) or waiting:
         return PENDING
-    if running:
+    if running and not unknown:
         return RUNNING
-    if stopped:
+    if stopped and not unknown:
         if terminal:
             return SUCCEEDED if stopped == succeeded else FAILED
         if policy == ALWAYS:
@@ -126,6 +165,15 @@ def pod_phase(policy: str, views: Sequence[ContainerView], *, terminal: bool) ->
             return FAILED
         return RUNNING
     return PENDING
+
+
+def _last_exit(view: ContainerView) -> int:
+    current = view.current
+    if current is not None and current.state is ContainerState.EXITED:
+        return current.exit_code
+    if view.previous is not None:
+        return view.previous.exit_code
+    return 0
 
 
 def _terminated(status: ContainerStatus, runtime: RuntimeVersion) -> dict[str, Any]:
@@ -160,15 +208,21 @@ def container_status(view: ContainerView, runtime: RuntimeVersion) -> dict[str, 
         last = _terminated(current, runtime)
     elif view.previous is not None and view.previous.state is ContainerState.EXITED:
         last = _terminated(view.previous, runtime)
+    if view.init and not view.sidecar:
+        ready = shown == "terminated" and current is not None and current.exit_code == 0
+        started = shown == "running"
+    else:
+        started = shown == "running" and (view.started is None or view.started)
+        ready = started and (view.ready is None or view.ready)
     entry: dict[str, Any] = {
         "name": view.name,
         "state": state,
         "lastState": last,
-        "ready": shown == "running",
+        "ready": ready,
         "restartCount": current.attempt if current is not None else 0,
         "image": view.image,
         "imageID": current.image_ref if current is not None else "",
-        "started": shown == "running",
+        "started": started,
     }
     if current is not None:
         entry["containerID"] = container_id_uri(runtime, current.id)
@@ -196,10 +250,10 @@ def _condition(
         "lastProbeTime": None,
         "lastTransitionTime": transition,
     }
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
+    # null, not absent: conditions merge by type in the API server's strategic merge patch,
+    # so an absent reason would keep the one sent before
+    cond["reason"] = reason or None
+    cond["message"] = message or None
     return cond
 
 
@@ -217,6 +271,8 @@ def build_status(
     previous_conditions: Sequence[Mapping[str, Any]] = (),
     reason: str = "",
     message: str = "",
+    init_views: Sequence[ContainerView] = (),
+    qos: str = "",
 ) -> dict[str, Any]:
     """The pod ``status`` kubelet would report.
 
@@ -227,20 +283,31 @@ def build_status(
         str(c.get("type")): c for c in previous_conditions if isinstance(c, Mapping)
     }
     statuses = [container_status(v, runtime) for v in views]
-    unready = [s["name"] for s in statuses if not s["ready"]]
+    init_statuses = [container_status(v, runtime) for v in init_views]
+    initialized, init_reason, init_message = _initialized(init_views, init_statuses, views,
+                                                          phase)
+    sidecars = [s for v, s in zip(init_views, init_statuses, strict=True) if v.sidecar]
+    considered = sidecars + statuses
+    unready = [s["name"] for s in considered if not s["ready"]]
     if phase == SUCCEEDED:
-        ready_reason, ready_message = "PodCompleted", ""
+        ready_ok, ready_reason, ready_message = False, "PodCompleted", ""
+    elif phase == FAILED:
+        ready_ok, ready_reason, ready_message = False, "PodFailed", ""
     elif unready:
-        ready_reason = "ContainersNotReady"
+        ready_ok, ready_reason = False, "ContainersNotReady"
         ready_message = f"containers with unready status: [{' '.join(unready)}]"
     else:
-        ready_reason = ready_message = ""
-    all_ready = not unready and phase == RUNNING
+        ready_ok, ready_reason, ready_message = True, "", ""
+    pod_ready, pod_reason, pod_message = ready_ok, ready_reason, ready_message
+    if ready_ok:
+        gates = _gate_problems(pod)
+        if gates:
+            pod_ready, pod_reason, pod_message = False, "ReadinessGatesNotReady", ", ".join(gates)
     conditions = [
         _condition("PodReadyToStartContainers", sandbox_ready, previous, now),
-        _condition("Initialized", True, previous, now),
-        _condition("Ready", all_ready, previous, now, ready_reason, ready_message),
-        _condition("ContainersReady", all_ready, previous, now, ready_reason, ready_message),
+        _condition("Initialized", initialized, previous, now, init_reason, init_message),
+        _condition("Ready", pod_ready, previous, now, pod_reason, pod_message),
+        _condition("ContainersReady", ready_ok, previous, now, ready_reason, ready_message),
         _condition("PodScheduled", True, previous, now),
     ]
     status: dict[str, Any] = {"phase": phase, "conditions": conditions}
@@ -254,8 +321,47 @@ def build_status(
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]
     status["startTime"] = rfc3339(start_time)
-    status["containerStatuses"] = statuses
+    if init_views:
+        status["initContainerStatuses"] = init_statuses
+    status["containerStatuses"] = sorted(statuses, key=lambda c: str(c["name"]))
+    if qos:
+        status["qosClass"] = qos
     return status
+
+
+def _initialized(init_views: Sequence[ContainerView], init_statuses: list[dict[str, Any]],
+                 views: Sequence[ContainerView], phase: str) -> tuple[bool, str, str]:
+    if not init_views:
+        return True, "", ""
+    if phase == SUCCEEDED:
+        return True, "PodCompleted", ""
+    if any(v.current is not None for v in views):
+        return True, "", ""
+    incomplete = [s["name"] for v, s in zip(init_views, init_statuses, strict=True)
+                  if (v.sidecar and not s["started"]) or (not v.sidecar and not s["ready"])]
+    if incomplete:
+        return False, "ContainersNotInitialized", \
+            f"containers with incomplete status: [{' '.join(incomplete)}]"
+    return True, "", ""
+
+
+def _gate_problems(pod: Mapping[str, Any]) -> list[str]:
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    status = pod.get("status") if isinstance(pod.get("status"), dict) else {}
+    assert isinstance(status, dict)
+    have = {str(c.get("type")): str(c.get("status")) for c in status.get("conditions") or []
+            if isinstance(c, dict)}
+    problems = []
+    for gate in spec.get("readinessGates") or []:
+        kind = str(gate.get("conditionType") if isinstance(gate, dict) else "")
+        if kind not in have:
+            problems.append(f'corresponding condition of pod readiness gate "{kind}" does '
+                            "not exist.")
+        elif have[kind] != "True":
+            problems.append(f'the status of pod readiness gate "{kind}" is not "True", but '
+                            f"{have[kind]}")
+    return problems
 
 
 def rejected_status(*, reason: str, message: str, host_ip: str, now: float) -> dict[str, Any]:

@@ -73,6 +73,25 @@ class RuntimeVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class DNSConfig:
+    """The pod's resolv.conf (CRI ``DNSConfig``); empty: the runtime's default."""
+
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    """A container port published on the host (``hostPort``)."""
+
+    container_port: int
+    host_port: int
+    protocol: str = "TCP"
+    host_ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxConfig:
     """What the runtime needs to create a pod sandbox.
 
@@ -89,16 +108,91 @@ class SandboxConfig:
     hostname: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     volumes: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+    dns: DNSConfig | None = None
+    ports: tuple[PortMapping, ...] = ()
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    cgroup_parent: str = ""
+    share_process_namespace: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    privileged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Mount:
-    """A volume mounted into a container."""
+    """A volume mounted into a container. ``host_path`` set: Edged's volume manager laid the
+    volume out already and this is where it is on the node (else the runtime resolves
+    ``volume`` under its pods directory, the older way)."""
 
     volume: str
     path: str
     read_only: bool = False
     sub_path: str = ""
+    host_path: str = ""
+    propagation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """A container's cgroup limits as kubelet computes them (CRI ``LinuxContainerResources``);
+    0 = unset."""
+
+    cpu_shares: int = 2
+    cpu_quota: int = 0
+    cpu_period: int = 100_000
+    memory_limit: int = 0
+    oom_score_adj: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """A container's effective security context (CRI ``LinuxContainerSecurityContext``)."""
+
+    run_as_user: int | None = None
+    run_as_username: str = ""
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    privileged: bool = False
+    readonly_rootfs: bool = False
+    add_capabilities: tuple[str, ...] = ()
+    drop_capabilities: tuple[str, ...] = ()
+    no_new_privs: bool = False
+    supplemental_groups: tuple[int, ...] = ()
+    unmasked_proc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Registry credentials for one pull (CRI ``AuthConfig``: kubelet fills these two)."""
+
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """An image the runtime holds."""
+
+    id: str
+    tags: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
+    size: int = 0
+    pinned: bool = False
+    uid: int | None = None
+    """The image's user, as a uid (its ``USER``), or as a name in ``username``."""
+    username: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What ``exec_sync`` returns: the exit code and the combined output (bounded)."""
+
+    exit_code: int
+    output: bytes = b""
+    timed_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +207,13 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()
     working_dir: str = ""
     attempt: int = 0
+    resources: Resources = field(default_factory=Resources)
+    security: Security = field(default_factory=Security)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +283,35 @@ class Runtime(Protocol):
         """Remove a sandbox and its containers; idempotent."""
         ...
 
-    async def pull_image(self, image: str) -> str:
-        """Make ``image`` present; return its image reference (``repo@sha256:...``)."""
+    async def pull_image(self, image: str, auth: AuthConfig | None = None) -> str:
+        """Pull ``image`` (always: the caller applies the pull policy); return its image
+        reference (``repo@sha256:...``)."""
+        ...
+
+    async def image_status(self, image: str) -> ImageInfo | None:
+        """The image if the runtime has it, else None."""
+        ...
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Every image the runtime has."""
+        ...
+
+    async def remove_image(self, image_id: str) -> None:
+        """Remove an image (image GC); idempotent."""
+        ...
+
+    async def image_fs_info(self) -> tuple[str, int]:
+        """The image filesystem's mountpoint and the bytes images use on it."""
+        ...
+
+    async def exec_sync(self, container_id: str, cmd: tuple[str, ...],
+                        timeout: float) -> ExecResult:
+        """Run ``cmd`` in the container and wait for it (exec probes and hooks)."""
+        ...
+
+    async def update_container_resources(self, container_id: str,
+                                         resources: Resources) -> None:
+        """Change a running container's cgroup limits."""
         ...
 
     async def start_container(self, sandbox_id: str, spec: ContainerSpec) -> str:

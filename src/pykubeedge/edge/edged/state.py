@@ -15,13 +15,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pykubeedge.beehive import HiveClosedError
 from pykubeedge.core.clock import Sleep, TimeSource
+from pykubeedge.edge.edged.events import EventRecorder
+from pykubeedge.edge.edged.images import ImageManager
 from pykubeedge.edge.edged.metaclient import MetaClient
 from pykubeedge.edge.edged.node import HostInfo
 from pykubeedge.edge.edged.runtime import Runtime, RuntimeVersion
+from pykubeedge.edge.edged.volumemanager import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,49 @@ class EdgedState:
     runtime_version: RuntimeVersion = field(
         default_factory=lambda: RuntimeVersion("unknown", "unknown"))
     runtime_error: str = ""
+    crash_backoff_initial: float = 10.0
+    crash_backoff_cap: float = 300.0
+    crash_backoff_reset: float = 600.0
+    pod_logs_dir: Path | None = None
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"
+    volumes: VolumeManager = field(default_factory=lambda: VolumeManager(None))
     _meta: MetaClient | None = None
+    _recorder: EventRecorder | None = None
+    _images: ImageManager | None = None
+
+    @property
+    def has_recorder(self) -> bool:
+        return self._recorder is not None
+
+    @property
+    def recorder(self) -> EventRecorder:
+        """The event recorder (set when the module starts)."""
+        assert self._recorder is not None, "Edged is not started"
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder: EventRecorder) -> None:
+        self._recorder = recorder
+
+    @property
+    def images(self) -> ImageManager:
+        """The image manager (set when the module starts)."""
+        assert self._images is not None, "Edged is not started"
+        return self._images
+
+    @images.setter
+    def images(self, images: ImageManager) -> None:
+        self._images = images
+
+    def allocatable(self) -> dict[str, int]:
+        """The node's allocatable cpu (millicores), memory and ephemeral storage (bytes)."""
+        if self.host is None:
+            return {}
+        return {"cpu": self.host.cpu * 1000,
+                "memory": max(self.host.memory_bytes - 100 * 1024 * 1024, 0),
+                "ephemeral-storage": self.host.ephemeral_storage_bytes
+                - int(self.host.ephemeral_storage_bytes * 0.1)}
 
     @property
     def meta(self) -> MetaClient:

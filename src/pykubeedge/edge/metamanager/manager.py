@@ -56,7 +56,7 @@ from pykubeedge.core.content import (
     reply_object,
 )
 from pykubeedge.core.errors import DecodeError, StoreError
-from pykubeedge.core.message import Message, error_message, new_id, response
+from pykubeedge.core.message import Message, error_message, new_id, new_message, response
 from pykubeedge.core.objects import name_of, uid_of
 from pykubeedge.core.resource import EdgeResource, build_edge, parse_edge
 from pykubeedge.edge.metamanager.dao import DeleteOutcome, MetaStore
@@ -177,6 +177,7 @@ class MetaManager:
         self._tails.clear()
         async with asyncio.TaskGroup() as tasks:
             if self.metaserver is not None:
+                self.metaserver.unhold = self._unhold
                 tasks.create_task(self.metaserver.serve(), name="metaserver")
             while True:
                 msg = await ctx.receive(self.name)
@@ -190,6 +191,14 @@ class MetaManager:
                                          name=f"metamanager:{msg.operation}:{key}")
                 self._tails[key] = task
                 task.add_done_callback(functools.partial(self._forget, key))
+
+    async def _unhold(self, namespace: str, name: str) -> None:
+        """Tell Edged to release a held pod (upstream: source metamanager, operation
+        ``unhold-upgrade`` on ``<ns>/pod/<name>``)."""
+        msg = new_message(source=EdgeModule.METAMANAGER, group="",
+                          operation=Operation.UNHOLD_UPGRADE,
+                          resource=build_edge(namespace, ResourceType.POD, name))
+        await self._send(self.edged_module, msg)
 
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
         if self._tails.get(key) is task:

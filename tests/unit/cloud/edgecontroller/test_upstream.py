@@ -66,3 +66,56 @@ async def test_a_pod_replaced_behind_the_cache_is_not_patched() -> None:
     failure = reply.content["Err"]["ErrStatus"]
     assert (failure["reason"], failure["code"]) == ("Conflict", 409)
     assert (await kube.get(PODS, "web", namespace=NS)).get("status") is None
+
+
+def _mirror(node: str, name: str = "static-edge-1", **meta: object) -> dict:
+    return {"metadata": {"name": name, "namespace": NS,
+                         "annotations": {"kubernetes.io/config.mirror": "h1",
+                                         "kubernetes.io/config.hash": "h1"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
+                                              "name": node, "uid": "n1", "controller": True}],
+                         **meta},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}}
+
+
+async def test_a_node_creates_the_mirror_pods_of_its_static_pods_only() -> None:
+    kube, _, upstream, _uid = await edge_with_pod()
+
+    def insert(node: str, body: dict) -> Message:
+        return new_message(source="edged", group="resource", operation="insert",
+                           resource=f"node/{node}/{NS}/pod/{body['metadata']['name']}",
+                           content=body)
+
+    reply = await upstream.handle(insert("edge-1", _mirror("edge-1")))
+    assert reply.operation == "response" and reply.content["Err"] is None
+    assert reply.content["Object"]["metadata"]["annotations"]["kubernetes.io/config.mirror"]
+    for bad in (_mirror("edge-2"),                                    # bound elsewhere
+                {**_mirror("edge-1"), "metadata": {"name": "static-edge-1", "namespace": NS}}):
+        refused = await upstream.handle(insert("edge-1", bad))
+        assert refused.operation == "error", bad
+    owned = _mirror("edge-1")
+    owned["metadata"]["ownerReferences"][0]["name"] = "edge-2"
+    assert (await upstream.handle(insert("edge-1", owned))).operation == "error"
+    assert len(kube.objects["pods"]) == 2  # web, and the one mirror pod
+
+
+async def test_a_repeated_event_arrives_as_upstreams_event_patch() -> None:
+    kube, _, upstream, uid = await edge_with_pod()
+    event = {"metadata": {"name": "web.17", "namespace": NS},
+             "involvedObject": {"kind": "Pod", "namespace": NS, "name": "web", "uid": uid},
+             "reason": "Pulled", "message": "m", "count": 1, "type": "Normal"}
+    first = new_message(source="edged", group="resource", operation="insert",
+                        resource=f"node/edge-1/{NS}/event/web.17", content=event)
+    assert (await upstream.handle(first)).operation == "response"
+    patch = new_message(source="edged", group="resource", operation="patch",
+                        resource=f"node/edge-1/{NS}/event/web.17",
+                        content={"event": {**event, "count": 2},
+                                 "patchData": json.dumps({"count": 2, "message": "m"})})
+    assert (await upstream.handle(patch)).operation == "response"
+    from pykubeedge.kube.resources import EVENTS
+    stored = await kube.get(EVENTS, "web.17", namespace=NS)
+    assert stored["count"] == 2
+    other = new_message(source="edged", group="resource", operation="patch",
+                        resource=f"node/edge-2/{NS}/event/web.17",
+                        content={"event": event, "patchData": "{}"})
+    assert (await upstream.handle(other)).operation == "error"

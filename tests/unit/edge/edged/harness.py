@@ -173,6 +173,16 @@ class FakeMetaManager:
         status: dict[str, Any] = patches[-1]["status"]
         return status
 
+    def events(self) -> list[dict[str, Any]]:
+        """Every Event sent (inserts and the event of each patch), oldest first."""
+        found = []
+        for m in self.seen:
+            if m.resource.split("/")[1] != "event":
+                continue
+            content = m.content
+            found.append(content["event"] if m.operation == "patch" else content)
+        return found
+
     def node_patches(self) -> list[dict[str, Any]]:
         result = []
         for m in self.requests("patch", "nodepatch"):

@@ -68,7 +68,7 @@ async def test_registration_sends_the_node_with_labels_capacity_and_node_info() 
     conditions = {c["type"]: c for c in status["conditions"]}
     assert set(conditions) == {"Ready", "MemoryPressure", "DiskPressure", "PIDPressure"}
     assert conditions["Ready"]["status"] == "True"
-    assert conditions["Ready"]["reason"] == "KubeletReady"
+    assert conditions["Ready"]["reason"] == "EdgeReady"  # upstream edged's wording
     for kind in ("MemoryPressure", "DiskPressure", "PIDPressure"):
         assert conditions[kind]["status"] == "False"
     for condition in conditions.values():

@@ -101,7 +101,7 @@ async def test_container_exit_gives_the_phase_of_the_restart_policy(
             ready = next(c for c in status["conditions"] if c["type"] == "Ready")
             assert ready["status"] == "False"
             assert ready["reason"] == ("PodCompleted" if phase == "Succeeded"
-                                       else "ContainersNotReady")
+                                       else "PodFailed")
         sent = len(meta.pod_patches("batch"))
         await t.advance(30)
         if not restarts:
@@ -203,10 +203,13 @@ async def test_missing_configmap_keeps_the_pod_pending_until_it_arrives() -> Non
         status = meta.last_status("cfg-user")
         assert status["phase"] == "Pending"
         waiting = status["containerStatuses"][0]["state"]["waiting"]
-        assert waiting["reason"] == "CreateContainerConfigError"
-        assert waiting["message"] == (
+        assert waiting == {"reason": "ContainerCreating"}  # kubelet: FailedMount, no message
+        [event] = [e for e in meta.events() if e["reason"] == "FailedMount"][:1]
+        assert event["message"] == (
             'MountVolume.SetUp failed for volume "conf" : configmap "settings" not found'
         )
+        assert event["type"] == "Warning"
+        assert event["involvedObject"]["uid"] == "uid-cfg-user"
         assert runtime.sandboxes_created == 0
         queries = len(meta.requests("query", "configmap"))
         assert queries >= 1

@@ -14,7 +14,7 @@ from pykubeedge.edge.edged.podspec import (
     containers,
     referenced_objects,
     resolve_env,
-    resolve_volumes,
+    volume_payloads,
 )
 
 CM = {"data": {"a": "1", "b": "2"}, "binaryData": {"bin": base64.b64encode(b"\x00").decode()}}
@@ -107,7 +107,9 @@ def test_volume_files() -> None:
         ]}},
         {"name": "scratch", "emptyDir": {}},
     ])
-    assert resolve_volumes(pod, OBJECTS) == {
+    files = {name: {path: f.data for path, f in payload.items()}
+             for name, payload in volume_payloads(pod, OBJECTS).items()}
+    assert files == {
         "all": {"a": b"1", "b": b"2", "bin": b"\x00"},
         "some": {"x/a.txt": b"1"},
         "sec": {"t": b"s3cret"},
@@ -116,7 +118,7 @@ def test_volume_files() -> None:
     }
     bad = _pod(volumes=[{"name": "v", "configMap": {"name": "cm", "items": [{"key": "q"}]}}])
     with pytest.raises(PodConfigError, match='volume "v" : configmap references non-existent'):
-        resolve_volumes(bad, OBJECTS)
+        volume_payloads(bad, OBJECTS)
 
 
 @pytest.mark.parametrize(

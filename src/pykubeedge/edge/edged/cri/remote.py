@@ -34,18 +34,23 @@ from pykubeedge.edge.edged.cri import api_pb2 as api
 from pykubeedge.edge.edged.cri import api_pb2_grpc as api_grpc
 from pykubeedge.edge.edged.node import primary_ipv4
 from pykubeedge.edge.edged.runtime import (
+    AuthConfig,
     ContainerRuntimeError,
     ContainerSpec,
     ContainerState,
     ContainerStatus,
+    ExecResult,
+    ImageInfo,
     ImagePullError,
     Mount,
     NotFoundError,
     PodSandboxStatus,
+    Resources,
     RuntimeUnavailableError,
     RuntimeVersion,
     SandboxConfig,
     SandboxState,
+    Security,
 )
 from pykubeedge.edge.edged.volumes import DEFAULT_POD_LOGS_DIR, DEFAULT_PODS_DIR, PodVolumes
 
@@ -82,6 +87,17 @@ _CONTAINER_STATES: Final = {
     api.CONTAINER_UNKNOWN: ContainerState.UNKNOWN,
 }
 _MAX_HOSTNAME: Final = 63
+MAX_EXEC_OUTPUT: Final = 10 * 1024  # kubelet's probe maxReadLength
+# kubelet's default masked and read-only paths (procMount Default)
+MASKED_PATHS: Final = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS: Final = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                         "/proc/sysrq-trigger")
+_PROTOCOLS: Final = {"TCP": 0, "UDP": 1, "SCTP": 2}
+_PROPAGATION: Final = {"": 0, "None": 0, "HostToContainer": 1, "Bidirectional": 2}
 _T = TypeVar("_T")
 
 
@@ -107,10 +123,13 @@ def sandbox_hostname(config: SandboxConfig) -> str:
     return (config.hostname or config.name)[:_MAX_HOSTNAME].rstrip("-.")
 
 
-def _namespaces(host_network: bool) -> api.NamespaceOption:
-    # kubelet's choice for v1 pods: one PID namespace per container, IPC shared in the pod
-    return api.NamespaceOption(
-        network=api.NODE if host_network else api.POD, pid=api.CONTAINER, ipc=api.POD)
+def _namespaces(host_network: bool, *, host_pid: bool = False, host_ipc: bool = False,
+                shared_pid: bool = False) -> api.NamespaceOption:
+    # kubelet's choice for v1 pods: one PID namespace per container (unless
+    # shareProcessNamespace), IPC shared in the pod
+    pid = api.NODE if host_pid else (api.POD if shared_pid else api.CONTAINER)
+    return api.NamespaceOption(network=api.NODE if host_network else api.POD, pid=pid,
+                               ipc=api.NODE if host_ipc else api.POD)
 
 
 def _one_line(text: str | None, limit: int = 400) -> str:
@@ -207,14 +226,18 @@ class CRIRuntime:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _call(self, service: str, method: str, request: Any, timeout: float) -> Any:
-        """One unary call with a deadline; gRPC errors become runtime errors."""
+    async def _call(self, service: str, method: str, request: Any, timeout: float, *,
+                    raw: bool = False) -> Any:
+        """One unary call with a deadline; gRPC errors become runtime errors (``raw``: the
+        gRPC error is raised as it is)."""
         self._connect()
         stub = self._runtime if service == "runtime" else self._images
         async with self._calls:
             try:
                 return await getattr(stub, method)(request, timeout=timeout)
             except grpc.aio.AioRpcError as exc:
+                if raw:
+                    raise
                 raise self._error(method, exc, timeout) from None
 
     def _error(self, method: str, exc: grpc.aio.AioRpcError, timeout: float) -> Exception:
@@ -274,18 +297,38 @@ class CRIRuntime:
         labels.update({POD_NAME_LABEL: config.name, POD_NAMESPACE_LABEL: config.namespace,
                        POD_UID_LABEL: config.uid})
         hostname = sandbox_hostname(config)
+        security = api.LinuxSandboxSecurityContext(
+            namespace_options=_namespaces(config.host_network, host_pid=config.host_pid,
+                                          host_ipc=config.host_ipc,
+                                          shared_pid=config.share_process_namespace),
+            supplemental_groups=list(config.supplemental_groups),
+            privileged=config.privileged)
+        if config.run_as_user is not None:
+            security.run_as_user.value = config.run_as_user
+        if config.run_as_group is not None:
+            security.run_as_group.value = config.run_as_group
+        dns = None
+        if config.dns is not None:
+            dns = api.DNSConfig(servers=list(config.dns.servers),
+                                searches=list(config.dns.searches),
+                                options=list(config.dns.options))
         return api.PodSandboxConfig(
             metadata=api.PodSandboxMetadata(name=config.name, uid=config.uid,
                                             namespace=config.namespace,
                                             attempt=config.attempt),
             hostname=hostname,
             log_directory=str(self.volumes.log_dir(config.namespace, config.name, config.uid)),
+            dns_config=dns,
+            port_mappings=[api.PortMapping(protocol=_PROTOCOLS.get(p.protocol, 0),  # type: ignore[arg-type]
+                                           container_port=p.container_port,
+                                           host_port=p.host_port, host_ip=p.host_ip)
+                           for p in config.ports],
             labels=labels,
             annotations={HOSTNAME_ANNOTATION: hostname},
             linux=api.LinuxPodSandboxConfig(
-                cgroup_parent=self.cgroup_parent,
-                security_context=api.LinuxSandboxSecurityContext(
-                    namespace_options=_namespaces(config.host_network)),
+                cgroup_parent=config.cgroup_parent or self.cgroup_parent,
+                security_context=security,
+                sysctls=dict(config.sysctls),
             ),
         )
 
@@ -376,40 +419,99 @@ class CRIRuntime:
 
     # -- images -------------------------------------------------------------------------------
 
-    async def pull_image(self, image: str) -> str:
-        """The image's reference; pulled only if it is not present."""
-        spec = api.ImageSpec(image=image)
-        present = await self._call("image", "ImageStatus", api.ImageStatusRequest(image=spec),
-                                   self.query_timeout)
-        if present.HasField("image") and present.image.id:
-            return _image_ref(present.image)
+    async def pull_image(self, image: str, auth: AuthConfig | None = None) -> str:
+        """Pull ``image`` (the caller applies the pull policy); its image reference."""
+        request = api.PullImageRequest(image=api.ImageSpec(image=image))
+        if auth is not None:
+            request.auth.username = auth.username
+            request.auth.password = auth.password
         async with self._pulls:
             try:
-                reply = await self._call("image", "PullImage", api.PullImageRequest(image=spec),
-                                         self.pull_timeout)
-            except RuntimeUnavailableError:
-                raise
-            except ContainerRuntimeError as exc:
-                raise ImagePullError(f'failed to pull image "{image}": {exc}') from None
+                reply = await self._call("image", "PullImage", request, self.pull_timeout,
+                                         raw=True)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise self._error("PullImage", exc, self.pull_timeout) from None
+                # kubelet shows the gRPC error as it is (ErrImagePull's message)
+                code = exc.code().name.title().replace("_", "")
+                raise ImagePullError(f"rpc error: code = {code} desc = "
+                                     f"{_one_line(exc.details(), 1024)}") from None
         ref: str = reply.image_ref
         return ref
 
-    async def list_images(self) -> list[str]:
-        """Every image's tags (or its ID when it has none)."""
+    async def image_status(self, image: str) -> ImageInfo | None:
+        """The image if containerd has it."""
+        reply = await self._call("image", "ImageStatus",
+                                 api.ImageStatusRequest(image=api.ImageSpec(image=image)),
+                                 self.query_timeout)
+        if not reply.HasField("image") or not reply.image.id:
+            return None
+        return _image_info(reply.image)
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Every image containerd holds."""
         reply = await self._call("image", "ListImages", api.ListImagesRequest(),
                                  self.query_timeout)
+        return [_image_info(image) for image in reply.images]
+
+    async def image_names(self) -> list[str]:
+        """Every image's tags (or its ID when it has none)."""
         names: list[str] = []
-        for image in reply.images:
-            names.extend(image.repo_tags or [image.id])
+        for image in await self.list_images():
+            names.extend(image.tags or (image.id,))
         return names
+
+    async def remove_image(self, image_id: str) -> None:
+        """Remove an image; idempotent."""
+        with contextlib.suppress(NotFoundError):
+            await self._call("image", "RemoveImage",
+                             api.RemoveImageRequest(image=api.ImageSpec(image=image_id)),
+                             self.timeout)
+
+    async def image_fs_info(self) -> tuple[str, int]:
+        """The image filesystem's mountpoint and the bytes its images use."""
+        reply = await self._call("image", "ImageFsInfo", api.ImageFsInfoRequest(),
+                                 self.query_timeout)
+        if not reply.image_filesystems:
+            return "", 0
+        usage = reply.image_filesystems[0]
+        return usage.fs_id.mountpoint, int(usage.used_bytes.value)
+
+    async def exec_sync(self, container_id: str, cmd: tuple[str, ...],
+                        timeout: float) -> ExecResult:
+        """Run ``cmd`` in the container (probes, hooks); a timeout is reported, not raised."""
+        seconds = max(0, math.ceil(timeout))
+        request = api.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=seconds)
+        deadline = (timeout + self.query_timeout) if timeout > 0 else self.timeout
+        try:
+            reply = await self._call("runtime", "ExecSync", request, deadline)
+        except ContainerRuntimeError as exc:
+            if "timeout" in str(exc).lower() or "deadline" in str(exc).lower():
+                return ExecResult(-1, b"", timed_out=True)
+            raise
+        output = (bytes(reply.stdout) + bytes(reply.stderr))[-MAX_EXEC_OUTPUT:]
+        return ExecResult(int(reply.exit_code), output)
+
+    async def update_container_resources(self, container_id: str,
+                                         resources: Resources) -> None:
+        """Change a running container's cgroup limits."""
+        await self._call("runtime", "UpdateContainerResources",
+                         api.UpdateContainerResourcesRequest(
+                             container_id=container_id, linux=_linux_resources(resources)),
+                         self.timeout)
 
     # -- containers ---------------------------------------------------------------------------
 
     def container_config(self, spec: ContainerSpec, sandbox: api.PodSandboxConfig,
                          mounts: Iterable[api.Mount]) -> api.ContainerConfig:
-        """The CRI ``ContainerConfig`` (labels, log path ``<name>/<attempt>.log``)."""
+        """The CRI ``ContainerConfig`` (labels, log path ``<name>/<attempt>.log``, cgroup
+        limits and security context as kubelet maps them)."""
         meta = sandbox.metadata
-        host_network = (sandbox.linux.security_context.namespace_options.network == api.NODE)
+        options = sandbox.linux.security_context.namespace_options
+        labels = {**spec.labels, CONTAINER_NAME_LABEL: spec.name, POD_NAME_LABEL: meta.name,
+                  POD_NAMESPACE_LABEL: meta.namespace, POD_UID_LABEL: meta.uid}
+        annotations = {**spec.annotations, RESTART_COUNT_ANNOTATION: str(spec.attempt),
+                       IMAGE_ANNOTATION: spec.image}
         return api.ContainerConfig(
             metadata=api.ContainerMetadata(name=spec.name, attempt=spec.attempt),
             image=api.ImageSpec(image=spec.image, user_specified_image=spec.image),
@@ -418,19 +520,27 @@ class CRIRuntime:
             working_dir=spec.working_dir,
             envs=[api.KeyValue(key=k, value=v) for k, v in spec.env.items()],
             mounts=list(mounts),
-            labels={CONTAINER_NAME_LABEL: spec.name, POD_NAME_LABEL: meta.name,
-                    POD_NAMESPACE_LABEL: meta.namespace, POD_UID_LABEL: meta.uid},
-            annotations={RESTART_COUNT_ANNOTATION: str(spec.attempt), IMAGE_ANNOTATION: spec.image},
+            labels=labels,
+            annotations=annotations,
             log_path=f"{spec.name}/{spec.attempt}.log",
+            stdin=spec.stdin, stdin_once=spec.stdin_once, tty=spec.tty,
             linux=api.LinuxContainerConfig(
-                security_context=api.LinuxContainerSecurityContext(
-                    namespace_options=_namespaces(host_network))),
+                resources=_linux_resources(spec.resources),
+                security_context=_security_context(spec.security, options)),
         )
 
     def host_mounts(self, uid: str, mounts: Iterable[Mount]) -> list[api.Mount]:
-        """CRI mounts for a container's volume mounts (blocking: see :class:`PodVolumes`)."""
-        return [api.Mount(container_path=m.container_path, host_path=m.host_path,
-                          readonly=m.read_only) for m in self.volumes.mounts(uid, mounts)]
+        """CRI mounts for a container's volume mounts (blocking: see :class:`PodVolumes`).
+        Mounts Edged's volume manager resolved (``host_path``) are passed as they are."""
+        mounts = list(mounts)
+        resolved = [api.Mount(container_path=m.path, host_path=m.host_path,
+                              readonly=m.read_only,
+                              propagation=_PROPAGATION.get(m.propagation, 0))  # type: ignore
+                    for m in mounts if m.host_path]
+        legacy = [api.Mount(container_path=m.container_path, host_path=m.host_path,
+                            readonly=m.read_only)
+                  for m in self.volumes.mounts(uid, [m for m in mounts if not m.host_path])]
+        return resolved + legacy
 
     async def start_container(self, sandbox_id: str, spec: ContainerSpec) -> str:
         """Create and start the container; a container that fails to start is removed."""
@@ -558,6 +668,44 @@ def _container_status(status: api.ContainerStatus) -> ContainerStatus:
 
 def _image_ref(image: api.Image) -> str:
     return image.repo_digests[0] if image.repo_digests else image.id
+
+
+def _image_info(image: api.Image) -> ImageInfo:
+    return ImageInfo(id=image.id, tags=tuple(image.repo_tags),
+                     digests=tuple(image.repo_digests), size=int(image.size),
+                     pinned=bool(image.pinned),
+                     uid=int(image.uid.value) if image.HasField("uid") else None,
+                     username=image.username)
+
+
+def _linux_resources(resources: Resources) -> api.LinuxContainerResources:
+    return api.LinuxContainerResources(
+        cpu_shares=resources.cpu_shares, cpu_quota=resources.cpu_quota,
+        cpu_period=resources.cpu_period if resources.cpu_quota else 0,
+        memory_limit_in_bytes=resources.memory_limit, oom_score_adj=resources.oom_score_adj)
+
+
+def _security_context(security: Security,
+                      options: api.NamespaceOption) -> api.LinuxContainerSecurityContext:
+    context = api.LinuxContainerSecurityContext(
+        namespace_options=options,
+        capabilities=api.Capability(add_capabilities=list(security.add_capabilities),
+                                    drop_capabilities=list(security.drop_capabilities)),
+        privileged=security.privileged,
+        readonly_rootfs=security.readonly_rootfs,
+        no_new_privs=security.no_new_privs,
+        supplemental_groups=list(security.supplemental_groups),
+    )
+    if security.run_as_user is not None:
+        context.run_as_user.value = security.run_as_user
+    elif security.run_as_username:
+        context.run_as_username = security.run_as_username
+    if security.run_as_group is not None:
+        context.run_as_group.value = security.run_as_group
+    if not security.privileged and not security.unmasked_proc:
+        context.masked_paths.extend(MASKED_PATHS)
+        context.readonly_paths.extend(READONLY_PATHS)
+    return context
 
 
 __all__ = [

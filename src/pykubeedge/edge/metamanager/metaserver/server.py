@@ -41,6 +41,7 @@ from pykubeedge.edge.metamanager.metaserver.selectors import (
     parse_label_selector,
 )
 from pykubeedge.edge.metamanager.metaserver.tables import INCLUDE_OBJECT, to_table
+from pykubeedge.edge.metamanager.metaserver.unhold import Unhold, handle_unhold, unhold_target
 from pykubeedge.edge.metamanager.resources import BY_PLURAL, SERVED, V2Resource
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class MetaServer:
         self._runner: web.AppRunner | None = None
         self._watches: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        self.unhold: Unhold | None = None
+        """Set by MetaManager: releases a held pod (``pods/unhold-upgrade``)."""
 
     @property
     def port(self) -> int:
@@ -148,6 +151,9 @@ class MetaServer:
     # -- routing -----------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        target = unhold_target(request.path) if request.method == "POST" else ""
+        if target:
+            return await handle_unhold(request, target, self.store, self.unhold)
         if request.method not in ("GET", "HEAD"):
             return status_response(405, "MethodNotAllowed",
                                    f"the MetaServer is read-only; {request.method} not allowed")

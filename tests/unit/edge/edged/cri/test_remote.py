@@ -19,6 +19,7 @@ from pykubeedge.edge.edged.cri.remote import (
     sandbox_hostname,
 )
 from pykubeedge.edge.edged.runtime import (
+    AuthConfig,
     ContainerRuntimeError,
     ContainerSpec,
     ContainerState,
@@ -288,23 +289,27 @@ async def test_stop_sends_whole_seconds_of_grace(cri: tuple[FakeCRI, CRIRuntime]
     assert fake.calls("StopContainer")[-1].timeout == 2
 
 
-async def test_present_images_are_not_pulled(cri: tuple[FakeCRI, CRIRuntime]) -> None:
+async def test_image_status_and_pull_with_credentials(cri: tuple[FakeCRI, CRIRuntime]) -> None:
     fake, runtime = cri
     fake.images["busybox"] = api.Image(id="sha256:" + "12" * 32)
-    assert await runtime.pull_image("busybox") == "sha256:" + "12" * 32
-    assert not fake.calls("PullImage")
+    present = await runtime.image_status("busybox")
+    assert present is not None and present.id == "sha256:" + "12" * 32
+    assert await runtime.image_status("nginx:1.27") is None
 
-    assert await runtime.pull_image("nginx:1.27") == "sha256:" + "cd" * 32
-    assert [r.image.image for r in fake.calls("PullImage")] == ["nginx:1.27"]
-    assert await runtime.pull_image("nginx:1.27") == "nginx:1.27@sha256:" + "ef" * 32
-    assert "nginx:1.27" in await runtime.list_images()
+    auth = AuthConfig("user", "secret")
+    assert await runtime.pull_image("nginx:1.27", auth) == "sha256:" + "cd" * 32
+    [request] = fake.calls("PullImage")
+    assert request.image.image == "nginx:1.27"
+    assert (request.auth.username, request.auth.password) == ("user", "secret")
+    assert "nginx:1.27" in await runtime.image_names()
 
 
 async def test_pull_failure_is_an_image_pull_error(cri: tuple[FakeCRI, CRIRuntime]) -> None:
     fake, runtime = cri
     fake.fail["PullImage"] = (grpc.StatusCode.UNKNOWN,
                               'failed to resolve reference "nope:1": dial tcp: connection refused')
-    with pytest.raises(ImagePullError, match=r'failed to pull image "nope:1".*connection refused'):
+    with pytest.raises(ImagePullError, match=r'rpc error: code = Unknown desc = failed to '
+                                             r'resolve reference "nope:1".*connection refused'):
         await runtime.pull_image("nope:1")
 
 

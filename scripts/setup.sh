@@ -27,3 +27,5 @@ PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-chec
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 echo "==> control plane binaries (cached after the first build)"
 python3 -m pykubeedge.devcluster build --tier full --quiet
+echo "==> metrics-server for kubectl top (built once from the Go module proxy, cached)"
+python3 -m pykubeedge.devcluster.metricsserver

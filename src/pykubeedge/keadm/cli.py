@@ -60,6 +60,11 @@ def local_up(
     cloudhub_port: Annotated[int, typer.Option(help="CloudHub websocket port")] = 10000,
     https_port: Annotated[int, typer.Option(help="CloudHub certificate port")] = 10002,
     metaserver_port: Annotated[int, typer.Option(help="the edge's MetaServer port")] = 10550,
+    stream_port: Annotated[int, typer.Option(
+        help="CloudStream's kubelet-facing port (the edge node's kubelet endpoint)")] = 10003,
+    tunnel_port: Annotated[int, typer.Option(help="CloudStream's tunnel port")] = 10004,
+    kubelet_port: Annotated[int, typer.Option(
+        help="Edged's kubelet server (read-only port) on 127.0.0.1")] = 10350,
     demo: Annotated[bool, typer.Option(help="deploy the demo workload")] = True,
     runtime: Annotated[str, typer.Option(
         help="containerd (a private containerd runs the pods) or fake (in memory)")] =
@@ -76,14 +81,16 @@ def local_up(
     if not is_valid_node_name(node):
         _fail("local-up", f"--node {node!r} is not a valid node name", 2)
     for flag, port in (("--cloudhub-port", cloudhub_port), ("--https-port", https_port),
-                       ("--metaserver-port", metaserver_port)):
+                       ("--metaserver-port", metaserver_port), ("--stream-port", stream_port),
+                       ("--tunnel-port", tunnel_port), ("--kubelet-port", kubelet_port)):
         if not 0 <= port < 65536:
             _fail("local-up", f"{flag} {port} is not a port number", 2)
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
     up = LocalUp(tier=tier, workdir=workdir, bin_dir=bin_dir, node=node,  # type: ignore[arg-type]
                  demo=demo, runtime=runtime, ws_port=cloudhub_port, https_port=https_port,
-                 metaserver_port=metaserver_port)
+                 metaserver_port=metaserver_port, stream_port=stream_port,
+                 tunnel_port=tunnel_port, kubelet_port=kubelet_port)
     try:
         asyncio.run(_local_up(up, run_for))
     except PyKubeEdgeError as exc:
@@ -142,6 +149,14 @@ def _print_summary(up: LocalUp, seconds: float) -> None:
     console.print(f"    kubectl --kubeconfig {kubeconfig} get nodes")
     console.print(f"    kubectl --kubeconfig {kubeconfig} get pods -o wide")
     console.print(f"    kubectl --server {up.metaserver} get pods -A      # the edge's view")
+    if up.demo:  # through CloudStream and the node's tunnel (docs/streams.md)
+        demo = "deploy/demo" if up.tier == "full" else "pod/demo-0"
+        console.print(f"    kubectl --kubeconfig {kubeconfig} logs {demo}")
+        console.print(f"    kubectl --kubeconfig {kubeconfig} exec -it {demo} -- sh")
+        console.print(f"    kubectl --kubeconfig {kubeconfig} port-forward {demo} 8080:8080")
+    if up.metrics is not None:
+        console.print(f"    kubectl --kubeconfig {kubeconfig} top pod    # after ~30 s: two "
+                      "metrics-server scrapes")
     console.print("Press Ctrl-C to stop everything.")
 
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pykubeedge.core import expvar
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.httphead import (
     MAX_HEAD_BYTES,
@@ -43,7 +45,7 @@ HEAD_TIMEOUT: Final = 30.0
 IDLE_TIMEOUT: Final = 90.0
 MAX_CONNECTIONS: Final = 1024
 CLOSE_TIMEOUT: Final = 5.0
-SPLICE_GRACE: Final = 2.0
+SPLICE_GRACE: Final = 0.0
 _TERMINATOR: Final = b"\r\n\r\n"
 
 
@@ -138,15 +140,15 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
 async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                  b: tuple[asyncio.StreamReader, asyncio.StreamWriter], *,
                  grace: float = SPLICE_GRACE) -> tuple[int, int]:
-    """Relay both ways between two connections until both ends are done; once one way
-    ends the other gets ``grace`` seconds, then is cut. Bytes ``(a->b, b->a)``; both writers
-    are closed on return, cancellation included."""
+    """Relay both ways between two connections; once one way ends the other gets ``grace``
+    seconds (none by default: an upgraded kubelet connection never half-closes), then is
+    cut. Bytes ``(a->b, b->a)``; both writers are closed on return, cancellation included."""
     forward = asyncio.ensure_future(relay(a[0], b[1]))
     backward = asyncio.ensure_future(relay(b[0], a[1]))
     try:
         _, pending = await asyncio.wait({forward, backward},
                                            return_when=asyncio.FIRST_COMPLETED)
-        if pending:
+        if pending and grace > 0:
             await asyncio.wait(pending, timeout=grace)
     finally:
         for task in (forward, backward):
@@ -294,3 +296,13 @@ class RawHTTPServer:
             if not keep or not head.keep_alive:
                 return
             timeout = self.idle_timeout
+
+
+def process_vars() -> dict[str, Any]:
+    """What a ``/debug/vars`` page shows: this process's asyncio tasks and open file
+    descriptors, and every published variable (:mod:`pykubeedge.core.expvar`)."""
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = -1
+    return {"tasks": len(asyncio.all_tasks()), "fds": fds, **expvar.snapshot()}

@@ -541,11 +541,12 @@ class Tunnel:
 
 
 async def splice_stream(stream: TunnelStream, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter, *, grace: float = 2.0,
+                        writer: asyncio.StreamWriter, *, grace: float = 0.0,
                         read_chunk: int = MAX_CHUNK) -> tuple[int, int]:
-    """Relay between a tunnel stream and a socket until both ways are done (once one way
-    ends the other gets ``grace`` seconds); ``(socket->tunnel, tunnel->socket)`` bytes. The
-    socket's writer is closed on return; the stream is left to the caller."""
+    """Relay between a tunnel stream and a socket; ``(socket->tunnel, tunnel->socket)``
+    bytes. An upgraded kubelet connection is over when either side ends it (SPDY never
+    half-closes), so once one way ends the other is cut (after ``grace`` seconds) and the
+    caller removes the stream at once. The socket's writer is closed on return."""
     sent = received = 0
 
     async def up() -> None:
@@ -567,7 +568,7 @@ async def splice_stream(stream: TunnelStream, reader: asyncio.StreamReader,
     tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
     try:
         _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if pending:
+        if pending and grace > 0:
             await asyncio.wait(pending, timeout=grace)
     finally:
         for task in tasks:

@@ -39,13 +39,12 @@ from pykubeedge.cloud.cloudstream.authz import (
 )
 from pykubeedge.cloud.cloudstream.nodes import NodeDirectory, is_loopback
 from pykubeedge.cloud.cloudstream.tunnelserver import Sessions
-from pykubeedge.core import expvar
 from pykubeedge.core.errors import KubeError, NotFound, StreamError
 from pykubeedge.core.httphead import RequestHead, chunk, render_response_head, simple_response
 from pykubeedge.core.stream import ConnectRequest, MessageType, encode_connect
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import PODS
-from pykubeedge.transport.rawhttp import Connection, RawHTTPServer
+from pykubeedge.transport.rawhttp import Connection, RawHTTPServer, process_vars
 from pykubeedge.transport.tunnel import TunnelStream, splice_stream
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ class StreamServer:
         try:
             if route == "debug" and rest == ["vars"]:
                 await self._authorize(head, conn, "")
-                body = orjson.dumps({"cloudstream": self.vars(), **expvar.snapshot()})
+                body = orjson.dumps(process_vars())
                 await conn.send(simple_response(200, body, content_type=JSON))
                 return True
             node = await self._node(route, rest, head, conn)

@@ -10,7 +10,6 @@ from pykubeedge.edge.edged.server.server import (
     DEFAULT_ADDRESS,
     DEFAULT_READ_ONLY_PORT,
     KubeletServer,
-    debug_vars,
 )
 
-__all__ = ["DEFAULT_ADDRESS", "DEFAULT_READ_ONLY_PORT", "KubeletServer", "debug_vars"]
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_READ_ONLY_PORT", "KubeletServer"]

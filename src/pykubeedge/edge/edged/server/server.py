@@ -46,7 +46,7 @@ from pykubeedge.edge.edged.server.relay import (
     stream_options,
 )
 from pykubeedge.edge.edged.server.stats import CPURates, NodeStats, read_node_stats
-from pykubeedge.transport.rawhttp import Connection, RawHTTPServer
+from pykubeedge.transport.rawhttp import Connection, RawHTTPServer, process_vars
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class KubeletServer:
         if route == "metrics" and not rest:
             return await self._own_metrics(), PROMETHEUS
         if route == "debug" and rest == ["vars"]:
-            return orjson.dumps(debug_vars()), "application/json"
+            return orjson.dumps(process_vars()), "application/json"
         raise HTTPFailure(404, "404 page not found")
 
     # -- pods and containers --------------------------------------------------------------------
@@ -399,14 +399,3 @@ async def _unless_hung_up(work: asyncio.Future[Any], conn: Connection) -> bool:
 def _meta(obj: dict[str, Any], key: str) -> Any:
     meta = obj.get("metadata")
     return meta.get(key) if isinstance(meta, dict) else None
-
-
-def debug_vars() -> dict[str, Any]:
-    """This process's tasks and file descriptors, and every published counter."""
-    try:
-        fds = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        fds = -1
-    return {"tasks": len(asyncio.all_tasks()), "fds": fds, **expvar.snapshot()}
-
-

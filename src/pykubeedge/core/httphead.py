@@ -33,6 +33,12 @@ _TOKEN_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789"
 Headers = Sequence[tuple[str, str]]
 
 
+def first_header(headers: Headers, name: str, default: str = "") -> str:
+    """The first value of header ``name`` in ``headers`` (case-insensitive)."""
+    lowered = name.lower()
+    return next((v for k, v in headers if k.lower() == lowered), default)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestHead:
     method: str
@@ -55,8 +61,7 @@ class RequestHead:
 
     def header(self, name: str, default: str = "") -> str:
         """The first value of header ``name`` (case-insensitive)."""
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), default)
+        return first_header(self.headers, name, default)
 
     def header_values(self, name: str) -> list[str]:
         lowered = name.lower()
@@ -87,8 +92,7 @@ class ResponseHead:
     headers: tuple[tuple[str, str], ...]
 
     def header(self, name: str, default: str = "") -> str:
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), default)
+        return first_header(self.headers, name, default)
 
 
 def _lines(data: bytes) -> list[str]:

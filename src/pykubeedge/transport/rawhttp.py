@@ -25,7 +25,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pykubeedge.core import expvar
 from pykubeedge.core.errors import DecodeError
@@ -47,6 +47,7 @@ MAX_CONNECTIONS: Final = 1024
 CLOSE_TIMEOUT: Final = 5.0
 SPLICE_GRACE: Final = 0.0
 _TERMINATOR: Final = b"\r\n\r\n"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -99,12 +100,7 @@ async def iter_body(reader: asyncio.StreamReader, head: ResponseHead | RequestHe
             if size == 0:
                 await reader.readuntil(b"\r\n")  # no trailers are sent by our peers
                 return
-            remaining = size
-            while remaining:
-                data = await reader.read(min(remaining, READ_CHUNK))
-                if not data:
-                    raise DecodeError("the connection ended inside a chunk")
-                remaining -= len(data)
+            async for data in _exactly(reader, size):
                 yield data
             await reader.readexactly(2)
         return
@@ -112,15 +108,20 @@ async def iter_body(reader: asyncio.StreamReader, head: ResponseHead | RequestHe
     if length:
         if not length.isdigit():
             raise DecodeError(f"bad Content-Length {length[:20]!r}")
-        remaining = int(length)
-        while remaining:
-            data = await reader.read(min(remaining, READ_CHUNK))
-            if not data:
-                raise DecodeError("the connection ended inside the body")
-            remaining -= len(data)
+        async for data in _exactly(reader, int(length)):
             yield data
         return
     while data := await reader.read(READ_CHUNK):
+        yield data
+
+
+async def _exactly(reader: asyncio.StreamReader, size: int) -> AsyncIterator[bytes]:
+    remaining = size
+    while remaining:
+        data = await reader.read(min(remaining, READ_CHUNK))
+        if not data:
+            raise DecodeError("the connection ended inside the body")
+        remaining -= len(data)
         yield data
 
 
@@ -137,27 +138,54 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
     return total
 
 
-async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                 b: tuple[asyncio.StreamReader, asyncio.StreamWriter], *,
-                 grace: float = SPLICE_GRACE) -> tuple[int, int]:
-    """Relay both ways between two connections; once one way ends the other gets ``grace``
-    seconds (none by default: an upgraded kubelet connection never half-closes), then is
-    cut. Bytes ``(a->b, b->a)``; both writers are closed on return, cancellation included."""
-    forward = asyncio.ensure_future(relay(a[0], b[1]))
-    backward = asyncio.ensure_future(relay(b[0], a[1]))
+async def until_one_ends(*aws: Awaitable[Any], grace: float = 0.0) -> None:
+    """Run ``aws`` until one of them ends; the others then get ``grace`` seconds and are
+    cancelled. Their errors are swallowed: a relay ends on a broken connection."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
     try:
-        _, pending = await asyncio.wait({forward, backward},
-                                           return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if pending and grace > 0:
             await asyncio.wait(pending, timeout=grace)
     finally:
-        for task in (forward, backward):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(forward, backward, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                 b: tuple[asyncio.StreamReader, asyncio.StreamWriter], *,
+                 grace: float = SPLICE_GRACE) -> None:
+    """Relay both ways between two connections; once one way ends the other gets ``grace``
+    seconds (none by default: an upgraded kubelet connection never half-closes), then is
+    cut. Both writers are closed on return, cancellation included."""
+    try:
+        await until_one_ends(relay(a[0], b[1]), relay(b[0], a[1]), grace=grace)
+    finally:
         await asyncio.gather(close_writer(a[1]), close_writer(b[1]))
-    sent = forward.result() if not forward.cancelled() and forward.exception() is None else 0
-    got = backward.result() if not backward.cancelled() and backward.exception() is None else 0
-    return sent, got
+
+
+@contextlib.asynccontextmanager
+async def hangup(conn: Connection) -> AsyncIterator[asyncio.Future[bytes]]:
+    """A future that completes when the client hangs up (a GET has no body, so anything
+    read ends it); stopped, without losing a byte, when the block ends."""
+    gone = asyncio.ensure_future(conn.reader.read(1))
+    try:
+        yield gone
+    finally:
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+
+
+async def unless_gone(gone: asyncio.Future[Any], work: Awaitable[_T]) -> tuple[bool, _T | None]:
+    """``(True, result)`` of ``work``, or ``(False, None)`` when ``gone`` completes first
+    (``work`` is then cancelled and awaited)."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return True, task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False, None
 
 
 async def close_writer(writer: asyncio.StreamWriter) -> None:

@@ -48,6 +48,7 @@ from pykubeedge.core.stream import (
     encode_frame,
     frame_header,
 )
+from pykubeedge.transport.rawhttp import close_writer, until_one_ends
 
 log = logging.getLogger(__name__)
 
@@ -541,40 +542,21 @@ class Tunnel:
 
 
 async def splice_stream(stream: TunnelStream, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter, *, grace: float = 0.0,
-                        read_chunk: int = MAX_CHUNK) -> tuple[int, int]:
-    """Relay between a tunnel stream and a socket; ``(socket->tunnel, tunnel->socket)``
-    bytes. An upgraded kubelet connection is over when either side ends it (SPDY never
-    half-closes), so once one way ends the other is cut (after ``grace`` seconds) and the
-    caller removes the stream at once. The socket's writer is closed on return."""
-    sent = received = 0
+                        writer: asyncio.StreamWriter, *, read_chunk: int = MAX_CHUNK) -> None:
+    """Relay between a tunnel stream and a socket. An upgraded kubelet connection is over
+    when either side ends it (SPDY never half-closes), so once one way ends the other is cut
+    and the caller removes the stream at once. The socket's writer is closed on return."""
 
     async def up() -> None:
-        nonlocal sent
         while data := await reader.read(read_chunk):
             await stream.write(data)
-            sent += len(data)
 
     async def down() -> None:
-        nonlocal received
         async for data in stream:
             writer.write(data)
             await writer.drain()
-            received += len(data)
-        if writer.can_write_eof():
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.write_eof()
 
-    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
     try:
-        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if pending and grace > 0:
-            await asyncio.wait(pending, timeout=grace)
+        await until_one_ends(up(), down())
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 5.0)
-    return sent, received
+        await close_writer(writer)

@@ -24,7 +24,6 @@ stream is removed at once on both sides: no loop spins on a dead connection (ups
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from typing import Any, Final
@@ -44,7 +43,13 @@ from pykubeedge.core.httphead import RequestHead, chunk, render_response_head, s
 from pykubeedge.core.stream import ConnectRequest, MessageType, encode_connect
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import PODS
-from pykubeedge.transport.rawhttp import Connection, RawHTTPServer, process_vars
+from pykubeedge.transport.rawhttp import (
+    Connection,
+    RawHTTPServer,
+    hangup,
+    process_vars,
+    unless_gone,
+)
 from pykubeedge.transport.tunnel import TunnelStream, splice_stream
 
 log = logging.getLogger(__name__)
@@ -234,31 +239,18 @@ class StreamServer:
 
     async def _answer(self, stream: TunnelStream, route: str, rest: list[str],
                       conn: Connection) -> bool:
-        gone = asyncio.ensure_future(conn.reader.read(1))  # the API server hangs up
-        try:
-            answered = asyncio.ensure_future(stream.wait_accepted(self.accept_timeout))
-            await asyncio.wait({answered, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone.done():
-                answered.cancel()
+        async with hangup(conn) as gone:  # the API server hangs up: the stream is removed
+            answered, _ = await unless_gone(gone, stream.wait_accepted(self.accept_timeout))
+            if not answered:
                 return False
             if stream.failure is not None:
                 code, message = stream.failure
                 await conn.send(simple_response(code, message + "\n", close=True))
                 return False
-            content_type = _content_type(route, rest)
-            await conn.send(render_response_head(200, [("Content-Type", content_type),
-                                                       ("Transfer-Encoding", "chunked")]))
-            pump = asyncio.ensure_future(self._pump(stream, conn))
-            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done():
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
-                return False
-            return pump.result()
-        finally:
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await gone
+            await conn.send(render_response_head(200, [
+                ("Content-Type", _content_type(route, rest)), ("Transfer-Encoding", "chunked")]))
+            finished, complete = await unless_gone(gone, self._pump(stream, conn))
+            return finished and bool(complete)
 
     @staticmethod
     async def _pump(stream: TunnelStream, conn: Connection) -> bool:

@@ -48,7 +48,7 @@ from pykubeedge.core.stream import (
     encode_failure,
 )
 from pykubeedge.transport import rawhttp
-from pykubeedge.transport.tls import client_context
+from pykubeedge.transport.tls import client_context_from_files
 from pykubeedge.transport.tunnel import (
     IDLE_TIMEOUT,
     PING_INTERVAL,
@@ -110,11 +110,8 @@ class EdgeStreamSettings:
 
     def ssl_context(self) -> ssl.SSLContext:
         """The node's certificate, read afresh at every dial (it rotates)."""
-        try:
-            return client_context(self.ca_file.read_bytes(), self.cert_file.read_bytes(),
-                                  self.key_file.read_bytes())
-        except OSError as exc:
-            raise ConfigError(f"cannot read the tunnel certificates: {exc}") from None
+        return client_context_from_files(self.ca_file, self.cert_file, self.key_file,
+                                         what="tunnel")
 
 
 class EdgeStream:

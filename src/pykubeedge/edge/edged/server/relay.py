@@ -80,9 +80,9 @@ def forward_ports(params: Mapping[str, Sequence[str]]) -> list[int]:
 
 
 async def relay_to_runtime(head: RequestHead, conn: Connection, url: str, *,
-                           connect_timeout: float = CONNECT_TIMEOUT) -> tuple[int, int]:
+                           connect_timeout: float = CONNECT_TIMEOUT) -> None:
     """Replay ``head`` against the runtime's streaming ``url`` and splice the connections
-    until the session ends; the bytes ``(to runtime, from runtime)``."""
+    until the session ends."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -93,4 +93,4 @@ async def relay_to_runtime(head: RequestHead, conn: Connection, url: str, *,
     headers = [(k, v) for k, v in head.headers if k.lower() != "host"]
     headers.insert(0, ("Host", parts.netloc))
     writer.write(render_request_head(head.method, target, headers))
-    return await splice((conn.reader, conn.writer), (reader, writer))
+    await splice((conn.reader, conn.writer), (reader, writer))

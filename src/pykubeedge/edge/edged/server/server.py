@@ -46,7 +46,13 @@ from pykubeedge.edge.edged.server.relay import (
     stream_options,
 )
 from pykubeedge.edge.edged.server.stats import CPURates, NodeStats, read_node_stats
-from pykubeedge.transport.rawhttp import Connection, RawHTTPServer, process_vars
+from pykubeedge.transport.rawhttp import (
+    Connection,
+    RawHTTPServer,
+    hangup,
+    process_vars,
+    unless_gone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +261,14 @@ class KubeletServer:
             async def write(data: bytes) -> None:
                 await conn.send(chunk(data))
 
-            follower = asyncio.ensure_future(logs.stream_log(
+            follower = logs.stream_log(
                 path, opts, write=write, sleep=self._sleep, poll=self._follow_poll,
                 running=lambda: self._is_running(namespace, pod, container.id),
-                on_open=answer))
+                on_open=answer)
             try:
-                if not await _unless_hung_up(follower, conn):
+                async with hangup(conn) as gone:
+                    finished, _ = await unless_gone(gone, follower)
+                if not finished:
                     return False
             except OSError as exc:
                 if answered:  # the body just ends, as kubelet's would
@@ -377,23 +385,6 @@ class KubeletServer:
         lines += [f'kubelet_running_containers{{container_state="{state}"}} {count}'
                   for state, count in sorted(states.items())]
         return ("\n".join(lines) + "\n").encode()
-
-
-async def _unless_hung_up(work: asyncio.Future[Any], conn: Connection) -> bool:
-    """Await ``work`` unless the client hangs up first (a GET has no body: anything read
-    is the end); then ``work`` is cancelled (its file closed) and False returned."""
-    gone = asyncio.ensure_future(conn.reader.read(1))
-    try:
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-            return False
-        work.result()
-        return True
-    finally:
-        gone.cancel()
-        await asyncio.gather(gone, return_exceptions=True)
 
 
 def _meta(obj: dict[str, Any], key: str) -> Any:

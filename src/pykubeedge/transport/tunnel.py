@@ -97,6 +97,7 @@ class TunnelStats:
     orphan_frames: int = 0
     streams_opened: int = 0
     streams_closed: int = 0
+    waits: int = 0
     stalls: int = 0
     refused: int = 0
 
@@ -243,6 +244,8 @@ class TunnelStream:
         if not data or self._closed:
             return True
         tunnel = self.tunnel
+        if self._buffered and self._buffered + len(data) > tunnel.stream_buffer:
+            tunnel.stats.waits += 1  # the reader is slower than the writer: push back
         while self._buffered and self._buffered + len(data) > tunnel.stream_buffer:
             self._space.clear()
             if not await wait_event(tunnel.clock, self._space, tunnel.stall_timeout):

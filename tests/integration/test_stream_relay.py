@@ -23,6 +23,7 @@ from aiohttp import WSMsgType
 from pykubeedge.cloud.cloudstream import CloudStream, Fallback, tls_contexts
 from pykubeedge.cloud.cloudstream.authz import Attributes, Identity
 from pykubeedge.core.config import CloudStream as CloudStreamConfig
+from pykubeedge.core.errors import StreamError
 from pykubeedge.core.message import Message
 from pykubeedge.core.stream import Frame, MessageType, encode_frame
 from pykubeedge.devcluster.process import free_port
@@ -333,3 +334,22 @@ async def test_a_node_whose_tunnel_reconnects_is_served_again(world: World) -> N
         await wait_for(lambda: edge.stream.connected.is_set(), "connected")
     status, _ = await get(world, "/containerLogs/default/demo/web")
     assert status == 200
+
+
+async def test_the_edge_refuses_a_bad_connect_payload_on_its_connection(world: World) -> None:
+    tunnel = world.cloud.sessions.get("edge-a")
+    assert tunnel is not None
+    stream = await tunnel.open(world.cloud.sessions.next_id(), MessageType.LOGS_CONNECT,
+                               b'{"MessID": 1, "url": {"Path": "no-slash"}}')
+    with pytest.raises(StreamError, match=r"bad connect payload.*absolute path") as err:
+        async for _ in stream:
+            pass
+    assert err.value.code == 400
+    await stream.close()
+    assert (await get(world, "/containerLogs/default/demo/web"))[0] == 200
+
+
+async def test_an_edge_whose_kubelet_server_is_down_answers_502(world: World) -> None:
+    await world.edges["edge-a"].server.close()
+    status, body = await get(world, "/containerLogs/default/demo/web")
+    assert status == 502 and b"is not reachable" in body

@@ -312,6 +312,11 @@ class Tunnel:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def handlers(self) -> int:
+        """Connection handlers running (the edge's side)."""
+        return len(self._handlers)
+
     # -- the cloud's side -----------------------------------------------------------------------
 
     async def open(self, connect_id: int, kind: MessageType, payload: bytes) -> TunnelStream:

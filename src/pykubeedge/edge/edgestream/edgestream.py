@@ -141,7 +141,7 @@ class EdgeStream:
         return {"connected": self.connected.is_set(), "connects": self.connects,
                 "served": self.served, "failed": self.failed,
                 "open_streams": len(tunnel.streams) if tunnel else 0,
-                "handlers": len(tunnel._handlers) if tunnel else 0,
+                "handlers": tunnel.handlers if tunnel else 0,
                 **(vars(tunnel.stats) if tunnel else {})}
 
     async def start(self, ctx: BeehiveContext) -> None:

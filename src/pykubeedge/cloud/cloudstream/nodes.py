@@ -104,6 +104,12 @@ class NodeDirectory:
                     self._kick.set()
 
     async def _on_event(self, event: InformerEvent) -> None:
+        try:
+            await self._apply(event)
+        except Exception:  # a bad Node object must not end CloudStream (nor cloudcore)
+            log.exception("cloudstream: cannot take in node event %s %s", event.type, event.key)
+
+    async def _apply(self, event: InformerEvent) -> None:
         name = str((event.obj.get("metadata") or {}).get("name") or "")
         for names in self.by_address.values():
             names.discard(name)

@@ -30,3 +30,5 @@ echo "==> control plane binaries (cached after the first build)"
 python3 -m pykubeedge.devcluster build --tier full --quiet
 echo "==> upstream KubeEdge v1.23.1 edgecore and cloudcore, the peers of tests/interop (cached)"
 python3 -m pykubeedge.devcluster build-kubeedge --quiet
+echo "==> metrics-server for kubectl top (built once from the Go module proxy, cached)"
+python3 -m pykubeedge.devcluster.metricsserver

@@ -25,6 +25,7 @@ from pykubeedge.beehive.runner import run as run_main
 from pykubeedge.cloud.cloudhub.certs import TokenManager, ensure_ca_and_server_cert
 from pykubeedge.cloud.cloudhub.httpserver import CertHTTPServer
 from pykubeedge.cloud.cloudhub.hub import CloudHub
+from pykubeedge.cloud.cloudstream import CloudStream, Fallback, tls_contexts
 from pykubeedge.cloud.devicecontroller.controller import DeviceController
 from pykubeedge.cloud.edgecontroller.controller import EdgeController
 from pykubeedge.cloud.synccontroller.controller import SyncController
@@ -104,6 +105,12 @@ async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
                     kube, sync, status_workers=dc_cfg.load.updateDeviceStatusWorkers,
                     max_waiting=dc_cfg.buffer.updateDeviceTwins
                     + dc_cfg.buffer.updateDeviceStatus))
+        stream_cfg = cfg.modules.cloudStream
+        if stream_cfg.enable:
+            fallback = Fallback(pki.ca.cert_pem(), pki.server.cert_pem(), pki.server.key_pem(),
+                                kube.config.ca_data or b"")
+            tls = await asyncio.to_thread(tls_contexts, stream_cfg, fallback)
+            hive.add_module(CloudStream(kube, stream_cfg, tls, node_limit=hub_cfg.nodeLimit))
         async with CertHTTPServer(pki, hub_cfg), hive:
             refusal = ""
             async with asyncio.TaskGroup() as background:

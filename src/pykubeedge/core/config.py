@@ -86,9 +86,27 @@ class DeviceController(_Section):
     load: DeviceControllerLoad = Field(default_factory=DeviceControllerLoad)
 
 
+class CloudStream(_Section):
+    """``modules.cloudStream``: upstream's keys and defaults; ``tunnelAddress`` and
+    ``streamAddress`` are pykubeedge's (upstream listens on every address)."""
+
+    enable: bool = False
+    tlsTunnelCAFile: str = "/etc/kubeedge/ca/rootCA.crt"
+    tlsTunnelCertFile: str = "/etc/kubeedge/certs/server.crt"
+    tlsTunnelPrivateKeyFile: str = "/etc/kubeedge/certs/server.key"
+    tunnelPort: int = Field(default=10004, ge=1, le=65535)
+    tlsStreamCAFile: str = "/etc/kubeedge/ca/streamCA.crt"
+    tlsStreamCertFile: str = "/etc/kubeedge/certs/stream.crt"
+    tlsStreamPrivateKeyFile: str = "/etc/kubeedge/certs/stream.key"
+    streamPort: int = Field(default=10003, ge=1, le=65535)
+    tunnelAddress: str = "0.0.0.0"
+    streamAddress: str = "0.0.0.0"
+
+
 class CloudModules(_Section):
     cloudHub: CloudHub = Field(default_factory=CloudHub)
     deviceController: DeviceController = Field(default_factory=DeviceController)
+    cloudStream: CloudStream = Field(default_factory=CloudStream)
 
 
 class CloudCoreConfig(_Section):
@@ -129,6 +147,7 @@ class EdgeHub(_Section):
 
 class TailoredKubeletFlag(_Section):
     hostnameOverride: str = ""
+    nodeIP: str = ""
     nodeLabels: dict[str, str] = Field(default_factory=dict)
     rootDirectory: str = "/var/lib/kubelet"
 
@@ -185,12 +204,26 @@ class DeviceTwin(_Section):
     dmiSockPath: str = "/etc/kubeedge/"
 
 
+class EdgeStream(_Section):
+    """``modules.edgeStream`` (upstream's keys and defaults)."""
+
+    enable: bool = False
+    tlsTunnelCAFile: str = "/etc/kubeedge/ca/rootCA.crt"
+    tlsTunnelCertFile: str = "/etc/kubeedge/certs/server.crt"
+    tlsTunnelPrivateKeyFile: str = "/etc/kubeedge/certs/server.key"
+    handshakeTimeout: int = Field(default=30, ge=1)
+    readDeadline: int = Field(default=15, ge=1)
+    writeDeadline: int = Field(default=15, ge=1)
+    server: str = "127.0.0.1:10004"
+
+
 class EdgeModules(_Section):
     edgeHub: EdgeHub = Field(default_factory=EdgeHub)
     edged: Edged = Field(default_factory=Edged)
     metaManager: MetaManager = Field(default_factory=MetaManager)
     eventBus: EventBus = Field(default_factory=EventBus)
     deviceTwin: DeviceTwin = Field(default_factory=DeviceTwin)
+    edgeStream: EdgeStream = Field(default_factory=EdgeStream)
 
 
 class EdgeCoreConfig(_Section):

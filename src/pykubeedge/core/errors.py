@@ -97,3 +97,14 @@ class CertificateError(PyKubeEdgeError):
 class NotAllowed(PyKubeEdgeError):
     """An edge node asked for something that is not its own (another node's status, a secret
     no pod of its uses). The request is refused, logged and answered with an error."""
+
+
+class StreamError(PyKubeEdgeError):
+    """A kubelet stream (logs, exec, attach, port-forward, metrics) through the CloudStream
+    tunnel could not be opened or broke: no tunnel for the node, too many streams, the peer
+    reset it, or its buffer stalled. ``code`` is the HTTP status the API server is answered
+    with."""
+
+    def __init__(self, message: str, code: int = 502) -> None:
+        super().__init__(message)
+        self.code = code

@@ -31,6 +31,7 @@ import yaml
 from pykubeedge.core.errors import ControlPlaneError, KubeError
 from pykubeedge.devcluster import manifests
 from pykubeedge.devcluster.binaries import Binaries, Tier, abort_builds, ensure_binaries
+from pykubeedge.devcluster.kubeletaccess import kubelet_facing_args, kubelet_facing_pki
 from pykubeedge.devcluster.process import ManagedProcess, free_port
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.config import load_kubeconfig
@@ -73,6 +74,11 @@ class DevCluster:
 
     def client(self) -> KubeClient:
         return KubeClient(load_kubeconfig(self.kubeconfig))
+
+    def pki_file(self, name: str) -> Path:
+        """A file of the cluster's PKI: ``ca.crt``, ``kubelet-client.crt``..."""
+        assert self.workdir is not None
+        return self.workdir / name
 
     async def __aenter__(self) -> DevCluster:
         try:
@@ -171,6 +177,7 @@ class DevCluster:
             "apiserver.crt": serving.cert_pem(), "apiserver.key": serving.key_pem(),
             "sa.key": certs.key_pem(sa), "sa.pub": certs.public_key_pem(sa),
             "tokens.csv": f'{self.token},admin,admin,"system:masters"\n'.encode(),
+            **kubelet_facing_pki(ca),  # kubelets (CloudStream) and aggregated APIs
         }
         for name, data in files.items():
             p = self._path(name)
@@ -223,6 +230,7 @@ class DevCluster:
             f"--token-auth-file={p('tokens.csv')}",
             "--enable-admission-plugins=NodeRestriction",
             "--profiling=false",
+            *kubelet_facing_args(self._path),
         ]
         if self.tier == "minimal":
             # No controller-manager mints service-account tokens in this tier.

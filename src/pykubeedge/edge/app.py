@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,10 +35,13 @@ from pykubeedge.edge.devicetwin.devicetwin import DeviceTwin
 from pykubeedge.edge.edged.cri import DEFAULT_ENDPOINT, CRIRuntime
 from pykubeedge.edge.edged.edged import Edged
 from pykubeedge.edge.edged.fake import FakeRuntime
+from pykubeedge.edge.edged.node import DEFAULT_ROOT_DIR, HostInfo, primary_ipv4, probe_host
 from pykubeedge.edge.edged.runtime import Runtime
+from pykubeedge.edge.edged.server import DEFAULT_ADDRESS, DEFAULT_READ_ONLY_PORT, KubeletServer
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
+from pykubeedge.edge.edgestream import EdgeStream, EdgeStreamSettings
 from pykubeedge.edge.eventbus.dao import SubTopicsDAO
 from pykubeedge.edge.eventbus.eventbus import EventBus, EventBusSettings
 from pykubeedge.edge.metamanager.dao import MetaStore
@@ -67,7 +72,11 @@ def make_runtime(cfg: EdgeCoreConfig) -> Runtime:
     if endpoint.startswith(FAKE_RUNTIME):
         log.warning("containers run in the in-memory fake runtime (%s): pods report Running "
                     "but nothing executes", FAKE_RUNTIME)
-        return FakeRuntime()
+        fake = FakeRuntime()
+        fake_logs = _kubelet_config(cfg).get("podLogsDir")
+        if fake_logs:  # only where asked: a simulated node writes no files by default
+            fake.pod_logs_dir = Path(fake_logs)
+        return fake
     root = Path(cfg.modules.edged.tailoredKubeletFlag.rootDirectory)
     logs = _kubelet_config(cfg).get("podLogsDir") or "/var/log/pods"
     return CRIRuntime(endpoint, pods_dir=root / "pods", pod_logs_dir=logs)
@@ -107,6 +116,32 @@ def edged_options(cfg: EdgeCoreConfig, runtime: Runtime) -> dict[str, Any]:
         "image_gc_low": int(kubelet.get("imageGCLowThresholdPercent") or 80),
     }
 
+def kubelet_server_address(cfg: EdgeCoreConfig) -> tuple[str, int]:
+    """Edged's kubelet server: ``tailoredKubeletConfig.address``:``readOnlyPort`` (0: off)."""
+    kubelet = _kubelet_config(cfg)
+    try:
+        port = int(kubelet.get("readOnlyPort", DEFAULT_READ_ONLY_PORT))
+    except (TypeError, ValueError):
+        raise ConfigError("modules.edged.tailoredKubeletConfig.readOnlyPort is not a port "
+                          "number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"modules.edged.tailoredKubeletConfig.readOnlyPort {port} is out "
+                          "of range")
+    return str(kubelet.get("address") or DEFAULT_ADDRESS), port
+
+
+def host_probe(cfg: EdgeCoreConfig) -> Callable[[], Awaitable[HostInfo]]:
+    """The host facts, with ``tailoredKubeletFlag.nodeIP`` as the InternalIP when set (the
+    address the API server reaches this node's kubelet endpoint at: docs/streams.md)."""
+    flags = cfg.modules.edged.tailoredKubeletFlag
+    root = flags.rootDirectory or DEFAULT_ROOT_DIR
+
+    async def probe() -> HostInfo:
+        host = await asyncio.to_thread(probe_host, root)
+        return dataclasses.replace(host, internal_ip=flags.nodeIP) if flags.nodeIP else host
+
+    return probe
+
 
 async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
                        runtime: Runtime | None = None,
@@ -133,19 +168,34 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             host, _, port = meta_cfg.metaServer.server.rpartition(":")
             metaserver = MetaServer(store, host=host or "127.0.0.1", port=int(port))
         hub = EdgeHub(EdgeHubSettings.from_config(cfg), outbox)
+        address, kubelet_port = kubelet_server_address(cfg)
+        edged = Edged(node_name=node, runtime=runtime,
+                      node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels,
+                      kubelet_port=kubelet_port or DEFAULT_READ_ONLY_PORT,
+                      host_probe=host_probe(cfg), **edged_options(cfg, runtime))
         modules: list[Module] = [
             hub,
             MetaManager(store, remote_query_timeout=meta_cfg.remoteQueryTimeout,
                         metaserver=metaserver),
-            Edged(node_name=node, runtime=runtime,
-                  node_labels=cfg.modules.edged.tailoredKubeletFlag.nodeLabels,
-                  **edged_options(cfg, runtime)),
+            edged,
         ]
         if cfg.modules.deviceTwin.enable:
             modules.append(DeviceTwin(node, await DeviceDAO.open(database)))
         if cfg.modules.eventBus.enable:
             modules.append(EventBus(EventBusSettings.from_config(cfg),
                                     await SubTopicsDAO.open(database)))
+        if kubelet_port:
+            await stack.enter_async_context(KubeletServer(
+                runtime, node_name=node, host=address, port=kubelet_port,
+                pods=lambda: [w.pod for w in edged.workers.values()],
+                root_dir=cfg.modules.edged.tailoredKubeletFlag.rootDirectory or "/"))
+        if cfg.modules.edgeStream.enable:
+            if not kubelet_port:
+                raise ConfigError("modules.edgeStream needs Edged's kubelet server: "
+                                  "tailoredKubeletConfig.readOnlyPort is 0")
+            node_ip = cfg.modules.edged.tailoredKubeletFlag.nodeIP or primary_ipv4()
+            modules.append(EdgeStream(EdgeStreamSettings.from_config(
+                cfg, node_ip=node_ip, local_server=f"{address}:{kubelet_port}")))
         hive = Hive(on_module_stopped=lambda name, err: stop.set())
         for module in modules:
             hive.add_module(module)

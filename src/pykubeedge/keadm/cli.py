@@ -65,6 +65,11 @@ def local_up(
     metaserver_port: Annotated[int, typer.Option(help="the edge's MetaServer port")] = 10550,
     mqtt_port: Annotated[int, typer.Option(
         help="port of the edge's internal MQTT broker (mosquitto)")] = 1884,
+    stream_port: Annotated[int, typer.Option(
+        help="CloudStream's kubelet-facing port (the edge node's kubelet endpoint)")] = 10003,
+    tunnel_port: Annotated[int, typer.Option(help="CloudStream's tunnel port")] = 10004,
+    kubelet_port: Annotated[int, typer.Option(
+        help="Edged's kubelet server (read-only port) on 127.0.0.1")] = 10350,
     demo: Annotated[bool, typer.Option(help="deploy the demo workload")] = True,
     runtime: Annotated[str, typer.Option(
         help="containerd (a private containerd runs the pods) or fake (in memory)")] =
@@ -81,14 +86,17 @@ def local_up(
     if not is_valid_node_name(node):
         _fail("local-up", f"--node {node!r} is not a valid node name", 2)
     for flag, port in (("--cloudhub-port", cloudhub_port), ("--https-port", https_port),
-                       ("--metaserver-port", metaserver_port), ("--mqtt-port", mqtt_port)):
+                       ("--metaserver-port", metaserver_port), ("--mqtt-port", mqtt_port),
+                       ("--stream-port", stream_port), ("--tunnel-port", tunnel_port),
+                       ("--kubelet-port", kubelet_port)):
         if not 0 <= port < 65536:
             _fail("local-up", f"{flag} {port} is not a port number", 2)
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
     up = LocalUp(tier=tier, workdir=workdir, bin_dir=bin_dir, node=node,  # type: ignore[arg-type]
                  demo=demo, runtime=runtime, ws_port=cloudhub_port, https_port=https_port,
-                 metaserver_port=metaserver_port, mqtt_port=mqtt_port)
+                 metaserver_port=metaserver_port, mqtt_port=mqtt_port,
+                 stream_port=stream_port, tunnel_port=tunnel_port, kubelet_port=kubelet_port)
     try:
         asyncio.run(_local_up(up, run_for))
     except PyKubeEdgeError as exc:
@@ -147,6 +155,14 @@ def _print_summary(up: LocalUp, seconds: float) -> None:
     console.print(f"    kubectl --kubeconfig {kubeconfig} get nodes")
     console.print(f"    kubectl --kubeconfig {kubeconfig} get pods -o wide")
     console.print(f"    kubectl --server {up.metaserver} get pods -A      # the edge's view")
+    if up.demo:  # through CloudStream and the node's tunnel (docs/streams.md)
+        demo = "deploy/demo" if up.tier == "full" else "pod/demo-0"
+        console.print(f"    kubectl --kubeconfig {kubeconfig} logs {demo}")
+        console.print(f"    kubectl --kubeconfig {kubeconfig} exec -it {demo} -- sh")
+        console.print(f"    kubectl --kubeconfig {kubeconfig} port-forward {demo} 8080:8080")
+    if up.metrics is not None:
+        console.print(f"    kubectl --kubeconfig {kubeconfig} top pod    # after ~30 s: two "
+                      "metrics-server scrapes")
     if up.demo:
         console.print(f"    kubectl --kubeconfig {kubeconfig} get devices,devicestatuses")
     console.print("  watch the edge's MQTT (the demo device reports every few seconds):")

@@ -14,6 +14,8 @@ import yaml
 
 from pykubeedge.core.config import EdgeCoreConfig
 
+TUNNEL_PORT = 10004
+
 
 def edgecore_config_for_join(host: str, port: int, cert_port: int, token: str, node: str,
                              config_dir: Path, labels: dict[str, str]) -> EdgeCoreConfig:
@@ -27,6 +29,10 @@ def edgecore_config_for_join(host: str, port: int, cert_port: int, token: str, n
     hub.tlsCaFile = str(config_dir / "ca" / "rootCA.crt")
     hub.tlsCertFile = str(config_dir / "certs" / "server.crt")
     hub.tlsPrivateKeyFile = str(config_dir / "certs" / "server.key")
+    stream = cfg.modules.edgeStream  # enabled with --set, as upstream; on 10004
+    stream.server = f"{url_host}:{TUNNEL_PORT}"
+    stream.tlsTunnelCAFile, stream.tlsTunnelCertFile, stream.tlsTunnelPrivateKeyFile = (
+        hub.tlsCaFile, hub.tlsCertFile, hub.tlsPrivateKeyFile)
     flags = cfg.modules.edged.tailoredKubeletFlag
     flags.hostnameOverride = node
     flags.nodeLabels = labels

@@ -33,7 +33,9 @@ from pykubeedge.core.errors import ControlPlaneError, KubeError
 from pykubeedge.devcluster.binaries import Tier
 from pykubeedge.devcluster.cluster import DevCluster
 from pykubeedge.devcluster.containerd import PrivateContainerd
+from pykubeedge.devcluster.kubeletaccess import METRICS_CLIENT
 from pykubeedge.devcluster.localimages import build_local_images
+from pykubeedge.devcluster.metricsserver import MetricsServer, ensure_metrics_server
 from pykubeedge.devcluster.process import ManagedProcess, free_port
 from pykubeedge.edge.edged.volumemanager import unmount_under
 from pykubeedge.edge.edgehub.certificate import bootstrap
@@ -100,6 +102,13 @@ class LocalUp:
     # mqtt_port (0: a free port; `keadm local-up` uses KubeEdge's 1884).
     mqtt_url: str = ""
     mqtt_port: int = 0
+    # Streams (kubectl logs/exec/port-forward/top): the node's own loopback address is its
+    # kubelet endpoint, CloudStream listens there (docs/streams.md). 0 ports: free ones.
+    node_ip: str = "127.0.0.2"
+    tunnel_port: int = 0
+    stream_port: int = 0
+    kubelet_port: int = 0
+    metrics_server: bool = True  # full tier only: `kubectl top`
     progress: Callable[[str], None] = lambda _msg: None
 
     def __post_init__(self) -> None:
@@ -109,6 +118,9 @@ class LocalUp:
         self.https_port = self.https_port or free_port()
         self.metaserver_port = self.metaserver_port or free_port()
         self.mqtt_port = self.mqtt_port or free_port()
+        self.tunnel_port = self.tunnel_port or free_port()
+        self.stream_port = self.stream_port or free_port()
+        self.kubelet_port = self.kubelet_port or free_port()
         # A node cut off from the cloud shows as NotReady after 20 s instead of 50 s: local-up
         # is for watching things happen.
         cm_args = ["--node-monitor-grace-period=20s", "--node-monitor-period=2s"]
@@ -118,6 +130,7 @@ class LocalUp:
         self.containerd: PrivateContainerd | None = None
         self.cloudcore: ManagedProcess | None = None
         self.edgecore: ManagedProcess | None = None
+        self.metrics: MetricsServer | None = None
         self.kube: KubeClient | None = None
         self._demo_reports: asyncio.Task[None] | None = None
 
@@ -181,6 +194,9 @@ class LocalUp:
         self.progress("starting edgecore")
         await self.start_edgecore()
         await self.wait_node_ready()
+        if self.tier == "full" and self.metrics_server:
+            self.progress("starting metrics-server (kubectl top)")
+            await self.start_metrics_server()
         if self.demo:
             self.progress("deploying the demo workload")
             await self.deploy_demo()
@@ -195,7 +211,8 @@ class LocalUp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._demo_reports
         steps: list[Callable[[], Awaitable[object]]] = [
-            proc.stop for proc in (self.edgecore, self.cloudcore) if proc is not None]
+            proc.stop for proc in (self.metrics, self.edgecore, self.cloudcore)
+            if proc is not None]
         if self.containerd is not None:
             steps.append(self.containerd.stop)  # removes the pods' sandboxes through CRI first
         if self.kube is not None:
@@ -230,6 +247,17 @@ class LocalUp:
         hub.tlsCertFile, hub.tlsPrivateKeyFile = str(pki / "server.crt"), str(pki / "server.key")
         hub.websocket.address, hub.websocket.port = "127.0.0.1", self.ws_port
         hub.https.address, hub.https.port = "127.0.0.1", self.https_port
+        stream = cfg.modules.cloudStream
+        stream.enable = True
+        # absent files: the tunnel and stream servers use CloudHub's pair; the API server's
+        # kubelet client certificate is checked against the cluster CA
+        stream.tlsTunnelCAFile, stream.tlsTunnelCertFile, stream.tlsTunnelPrivateKeyFile = (
+            hub.tlsCAFile, hub.tlsCertFile, hub.tlsPrivateKeyFile)
+        stream.tlsStreamCertFile = str(pki / "stream.crt")
+        stream.tlsStreamPrivateKeyFile = str(pki / "stream.key")
+        stream.tlsStreamCAFile = str(self.cluster.pki_file("ca.crt"))
+        stream.tunnelAddress, stream.tunnelPort = "127.0.0.1", self.tunnel_port
+        stream.streamAddress, stream.streamPort = "127.0.0.1", self.stream_port
         self.cloudcore_config.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
     async def start_cloudcore(self) -> None:
@@ -239,6 +267,7 @@ class LocalUp:
                           str(self.cloudcore_config)], self.workdir / "cloudcore.log")
         await self.cloudcore.start()
         await self.cloudcore.wait_port(self.ws_port, timeout=60)
+        await self.cloudcore.wait_port(self.stream_port, timeout=30)
 
     async def stop_cloudcore(self, *, crash: bool = False) -> None:
         if self.cloudcore is not None:
@@ -284,7 +313,12 @@ class LocalUp:
             "podLogsDir": str(self.edge_dir / "pod-logs"),
             "staticPodPath": str(self.static_pod_dir),
             "fileCheckFrequency": "2s",  # kubelet's 20 s: local-up is for watching
+            "address": "127.0.0.1", "readOnlyPort": self.kubelet_port,
         }
+        cfg.modules.edged.tailoredKubeletFlag.nodeIP = self.node_ip
+        stream = cfg.modules.edgeStream
+        stream.enable = True
+        stream.server = f"127.0.0.1:{self.tunnel_port}"
         await bootstrap(cfg)
         cfg.modules.edgeHub.token = ""
         self.edgecore_config.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +341,17 @@ class LocalUp:
                          str(self.edgecore_config)], self.workdir / "edgecore.log")
         await self.edgecore.start()
         await self.edgecore.wait_port(self.metaserver_port, timeout=60)
+
+    async def start_metrics_server(self) -> None:
+        """metrics-server as a process behind the aggregation layer (built once, cached)."""
+        assert self.workdir is not None and self.kube is not None
+        binary = await asyncio.to_thread(ensure_metrics_server, log=self.progress)
+        self.metrics = MetricsServer(
+            binary, kubeconfig=self.cluster.kubeconfig,
+            client_cert=self.cluster.pki_file(f"{METRICS_CLIENT}.crt"),
+            client_key=self.cluster.pki_file(f"{METRICS_CLIENT}.key"), workdir=self.workdir)
+        await self.metrics.register(self.kube)
+        await self.metrics.start()
 
     async def stop_edgecore(self, *, crash: bool = False) -> None:
         if self.edgecore is not None:
@@ -338,8 +383,9 @@ class LocalUp:
                                        "data": {"greeting": "hello from the cloud"}})
         pod_spec: dict[str, Any] = {
             "nodeSelector": {"node-role.kubernetes.io/edge": ""},
+            # -vv: httpd logs each request, so `kubectl logs` has something to show
             "containers": [{"name": "web", "image": "busybox:1.35",
-                            "command": ["httpd", "-f", "-p", "8080"],
+                            "command": ["httpd", "-f", "-vv", "-p", "8080"],
                             "volumeMounts": [{"name": "cfg", "mountPath": "/etc/demo"}]}],
             "volumes": [{"name": "cfg", "configMap": {"name": "demo-config"}}],
         }

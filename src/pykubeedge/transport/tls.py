@@ -66,6 +66,17 @@ def client_context(ca_pem: bytes, cert_pem: bytes | None = None,
     return ctx
 
 
+def client_context_from_files(ca_file: Path, cert_file: Path, key_file: Path, *,
+                              what: str = "edge") -> ssl.SSLContext:
+    """A client context from PEM files, read afresh (they change when the certificate
+    rotates); ConfigError if one cannot be read."""
+    try:
+        return client_context(ca_file.read_bytes(), cert_file.read_bytes(),
+                              key_file.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} certificates: {exc}") from None
+
+
 def peer_common_name(der: bytes | None) -> str | None:
     """The CN of a DER certificate (e.g. from ``ssl_object.getpeercert(binary_form=True)``)."""
     if not der:

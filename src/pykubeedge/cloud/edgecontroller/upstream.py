@@ -182,7 +182,8 @@ class Upstream:
             await self.kube.create(NODES, obj)
         except Conflict:
             log.info("node %s registered again; updating its labels and status", node)
-            status = obj.get("status")
+            status = {k: v for k, v in (obj.get("status") or {}).items()
+                      if k != "daemonEndpoints"}  # CloudStream's, as in status patches
             if status:
                 await self.kube.patch_status(NODES, node, {"status": status})
         patched = await self.kube.patch(NODES, node, {"metadata": {
@@ -197,6 +198,9 @@ class Upstream:
     async def _patch_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
         patch = _status_only(_json_content(msg))
+        # The kubelet endpoint is set at registration, then CloudStream's to keep (it points
+        # the API server at the tunnel); upstream likewise keeps a port already set.
+        patch["status"].pop("daemonEndpoints", None)
         return await self.kube.patch_status(NODES, node, patch)
 
     async def _update_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
@@ -205,6 +209,7 @@ class Upstream:
         status = body.get("Status") or body.get("status")
         if not isinstance(status, dict):
             raise DecodeError("nodestatus update without a Status")
+        status = {k: v for k, v in status.items() if k != "daemonEndpoints"}
         return await self.kube.patch_status(NODES, node, {"status": status})
 
     # -- pods ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from pykubeedge.core.clock import TimeSource
+from pykubeedge.edge.edged.fakestreams import FakeStreaming
 from pykubeedge.edge.edged.runtime import (
     AuthConfig,
     CapacityError,
@@ -75,8 +76,9 @@ class _Sandbox:
     containers: dict[str, _Container] = field(default_factory=dict)
 
 
-class FakeRuntime:
-    """An in-memory :class:`Runtime`: containers are Running as soon as they start.
+class FakeRuntime(FakeStreaming):
+    """An in-memory :class:`Runtime`: containers are Running as soon as they start (exec,
+    logs and stats: :class:`~.fakestreams.FakeStreaming`).
 
     Deterministic (ids from counters, times from ``clock``) and bounded (``max_sandboxes``,
     ``max_containers``). Scripted containers exit by themselves; the exit is seen on the next

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.edge.edged.streaming import StreamingRuntime
 
 # -- errors -------------------------------------------------------------------------------------
 
@@ -256,8 +257,9 @@ class PodSandboxStatus:
 # -- the protocol -------------------------------------------------------------------------------
 
 
-class Runtime(Protocol):
-    """The runtime operations Edged's pod workers use (a subset of CRI).
+class Runtime(StreamingRuntime, Protocol):
+    """The runtime operations Edged's pod workers use (a subset of CRI), and the streaming
+    and stats calls of its kubelet server (:class:`~.streaming.StreamingRuntime`).
 
     All calls are async and must not block the event loop. Errors are
     :class:`ContainerRuntimeError` subclasses.

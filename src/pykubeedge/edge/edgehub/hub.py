@@ -54,7 +54,7 @@ from pykubeedge.core.message import Message, error_message, new_message
 from pykubeedge.core.ratelimit import TokenBucket
 from pykubeedge.core.resource import parse_edge
 from pykubeedge.edge.edgehub.outbox import MessageStore
-from pykubeedge.transport.tls import client_context
+from pykubeedge.transport.tls import client_context_from_files
 from pykubeedge.transport.websocket import Dial, WebSocket
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,7 @@ class EdgeHubSettings:
 
     def ssl_context(self) -> ssl.SSLContext:
         """Read the certificate files afresh (they change when the certificate rotates)."""
-        try:
-            return client_context(self.ca_file.read_bytes(), self.cert_file.read_bytes(),
-                                  self.key_file.read_bytes())
-        except OSError as exc:
-            raise ConfigError(f"cannot read the edge certificates: {exc}") from None
+        return client_context_from_files(self.ca_file, self.cert_file, self.key_file)
 
 
 class EdgeHub:

@@ -32,6 +32,8 @@ import grpc.aio
 from pykubeedge.core.errors import ConfigError
 from pykubeedge.edge.edged.cri import api_pb2 as api
 from pykubeedge.edge.edged.cri import api_pb2_grpc as api_grpc
+from pykubeedge.edge.edged.cri.stats import CRIStats
+from pykubeedge.edge.edged.cri.streaming import CRIStreaming
 from pykubeedge.edge.edged.node import primary_ipv4
 from pykubeedge.edge.edged.runtime import (
     AuthConfig,
@@ -146,8 +148,9 @@ class CRINotServedError(RuntimeUnavailableError):
     failed to load)."""
 
 
-class CRIRuntime:
-    """A :class:`~pykubeedge.edge.edged.runtime.Runtime` talking CRI to a unix socket.
+class CRIRuntime(CRIStreaming, CRIStats):
+    """A :class:`~pykubeedge.edge.edged.runtime.Runtime` talking CRI to a unix socket
+    (streaming and stats calls: :mod:`.streaming`, :mod:`.stats`).
 
     ``timeout`` bounds calls that change something, ``query_timeout`` Version, Status and the
     relist's list and status calls, ``pull_timeout`` image pulls; a stop waits its grace

@@ -28,6 +28,7 @@ what the edge kept while disconnected is routed by the rules, not dropped as unk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -157,6 +158,9 @@ class Router:
             self.synced.clear()
             self._http = self._tg = None
             await runner.cleanup()
+            with contextlib.suppress(Exception):  # what changed since the last write
+                async with asyncio.timeout(5):
+                    await self.writer.flush()
 
     async def _patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         await self.kube.patch(RULES, name, {"status": status}, namespace=namespace,

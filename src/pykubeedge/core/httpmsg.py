@@ -53,8 +53,8 @@ def headers_from(items: Mapping[str, Any] | Iterable[tuple[str, str]] | None) ->
             continue
         if isinstance(values, str):
             values = [values]
-        if isinstance(values, list):
-            out.setdefault(name, []).extend(v for v in values if isinstance(v, str))
+        if isinstance(values, list):  # str(): aiohttp's names are a str subclass
+            out.setdefault(str(name), []).extend(str(v) for v in values if isinstance(v, str))
     return out
 
 

@@ -126,7 +126,7 @@ class Router:
         self._ctx = ctx
         app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._on_rest)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         timeout = aiohttp.ClientTimeout(total=self.rest_timeout)
         try:

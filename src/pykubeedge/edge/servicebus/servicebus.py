@@ -99,7 +99,7 @@ class ServiceBus:
         timeout = aiohttp.ClientTimeout(total=self.s.timeout)
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._local)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.s.server, self.s.port).start()

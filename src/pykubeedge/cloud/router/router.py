@@ -306,7 +306,7 @@ class Router:
         try:
             async with self._http.post(url, data=item.body,
                                        headers={"NodeName": item.node}) as resp:
-                body = await resp.content.read(MAX_RESP_BODY)
+                body = await _read_at_most(resp.content, MAX_RESP_BODY)
                 if resp.status >= 500:
                     raise DeliveryError(f"{url} answered {resp.status}", retry=True)
                 if resp.status >= 400:
@@ -417,6 +417,17 @@ class Router:
             for value in values:
                 resp.headers.add(name, value)
         return resp
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _bytes(content: Any) -> bytes:

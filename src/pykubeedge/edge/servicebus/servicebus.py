@@ -167,7 +167,7 @@ class ServiceBus:
             async with self._http.request(request.method, url, headers=headers,
                                           data=request.body or None,
                                           allow_redirects=False) as resp:
-                body = await resp.content.read(MAX_BODY + 1)
+                body = await read_at_most(resp.content, MAX_BODY + 1)
                 if len(body) > MAX_BODY:
                     return HTTPResponse.edge_error(
                         502, f"the answer of {url} is over {MAX_BODY} bytes")
@@ -215,6 +215,18 @@ class ServiceBus:
         if reply.operation == Operation.ERROR:
             return _answer(502, f"the cloud could not deliver: {_text(reply.content)}")
         return _answer(200, "receive response from cloud successfully", _text(reply.content))
+
+
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``stream`` (all of it when shorter)."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _text(content: Any) -> str:

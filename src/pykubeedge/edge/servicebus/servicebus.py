@@ -102,9 +102,14 @@ class ServiceBus:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.s.server, self.s.port).start()
-            log.info("ServiceBus listening on %s:%d (%d allowed target URL(s))", self.s.server,
-                     self.s.port, len(self.urls.all()))
+            try:
+                await web.TCPSite(runner, self.s.server, self.s.port).start()
+                log.info("ServiceBus listening on %s:%d (%d allowed target URL(s))",
+                         self.s.server, self.s.port, len(self.urls.all()))
+            except OSError as exc:  # as upstream: cloud requests are still served
+                log.error("ServiceBus: cannot listen on %s:%d (%s); local callers cannot "
+                          "reach the cloud, cloud requests are still served", self.s.server,
+                          self.s.port, exc.strerror or exc)
             async with aiohttp.ClientSession(timeout=timeout, auto_decompress=True) as http, \
                     asyncio.TaskGroup() as tg:
                 self._http = http

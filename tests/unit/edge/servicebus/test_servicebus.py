@@ -149,3 +149,24 @@ async def test_cloud_requests_and_local_calls(tmp_path: Path, service: int) -> N
     again = await TargetURLsDAO.open(tmp_path / "edge.db")
     assert again.all() == ["/slow"]  # kept across restarts
     await again.close()
+
+
+async def test_a_taken_port_leaves_cloud_requests_served(tmp_path: Path, service: int) -> None:
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = blocker.sockets[0].getsockname()[1]
+    urls = await TargetURLsDAO.open(tmp_path / "edge.db")
+    bus = ServiceBus(ServiceBusSettings("127.0.0.1", port, timeout=2), urls)
+    hub = FakeHub()
+    try:
+        async with Hive() as hive:
+            hive.add_module(hub)
+            hive.add_module(bus)
+            await until(lambda: bus.ready.is_set(), "ready")
+            msg = Message(source="router_servicebus", group="user", operation="GET",
+                          resource=f"{service}:/hello", content={"method": "GET"})
+            await hive.send("servicebus", msg)
+            await until(lambda: bool(hub.messages), "answer", rounds=2_000_000)
+            assert HTTPResponse.from_content(hub.messages[0].content).status_code == 200
+    finally:
+        blocker.close()
+        await urls.close()

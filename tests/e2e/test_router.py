@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from aiohttp import web
 
 from pykubeedge.devcluster.process import free_port
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 NODE = "rt-edge"
 NS = "default"
 PAGE = "hello from an edge pod"
+RULE_LIMIT = 40  # modules.eventBus.ruleMessageLimit: what one rule topic keeps while offline
 
 
 @dataclass
@@ -53,6 +55,12 @@ class Sink:
 async def up(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalUp]:
     async with LocalUp(tier="minimal", runtime="containerd", network="loopback", demo=False,
                        node=NODE, workdir=tmp_path_factory.mktemp("router-up")) as local:
+        await local.stop_edgecore()
+        cfg = yaml.safe_load(local.edgecore_config.read_text())
+        cfg["modules"]["eventBus"]["ruleMessageLimit"] = RULE_LIMIT
+        local.edgecore_config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        await local.start_edgecore()
+        await local.wait_node_ready()
         yield local
 
 
@@ -324,3 +332,28 @@ async def test_messages_published_while_the_cloud_is_down_arrive_in_order(
 def _sb_posts(sink: Sink) -> int:
     """The sink's POSTs that came through sb-to-cloud, not bus-to-cloud."""
     return sum(1 for b in sink.bodies if b in (b"ping", b'{"still":"serving"}'))
+
+
+async def test_beyond_the_rule_limit_the_status_says_what_the_edge_dropped(
+        rules: LocalUp, sink: Sink) -> None:
+    up = rules
+    assert up.kube is not None
+    before = len(sink.bodies)
+    base = await status_of(up.kube, "bus-to-cloud")
+    await up.stop_cloudcore()
+    try:
+        for i in range(RULE_LIMIT + 10):
+            rc, _ = await run("mosquitto_pub", "-h", "127.0.0.1", "-p", str(up.mqtt_port), "-q",
+                              "1", "-t", "default/up", "-m", f"burst-{i}")
+            assert rc == 0
+        await eventually(lambda: len(edge_table(up.edge_db, "SELECT seq FROM edgehub_outbox"))
+                         >= RULE_LIMIT, timeout=20, what="the kept messages in the outbox")
+    finally:
+        await up.start_cloudcore()
+    await eventually(lambda: len(sink.bodies) >= before + RULE_LIMIT, timeout=90, interval=0.2,
+                     what="the kept messages at the cloud endpoint")
+    assert sink.texts()[before:] == [f"burst-{i}" for i in range(RULE_LIMIT)]
+    await counts_reach(up.kube, "bus-to-cloud", base["successMessages"] + RULE_LIMIT, 10)
+    errors = (await status_of(up.kube, "bus-to-cloud"))["errors"]
+    assert errors[0].startswith("dropped 10 message(s): ")
+    assert f"the edge kept only {RULE_LIMIT} message(s)" in errors[0]

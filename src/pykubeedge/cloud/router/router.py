@@ -68,6 +68,7 @@ from pykubeedge.core.constants import (
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.httpmsg import HTTPRequest, HTTPResponse, headers_from
 from pykubeedge.core.message import Message, error_message, new_message, response
+from pykubeedge.core.ruletraffic import DROPPED_SUFFIX, parse_drop_report
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.informer import DELETED, MODIFIED, Informer, InformerEvent, object_key
 from pykubeedge.kube.resources import RULEENDPOINTS, RULES
@@ -280,6 +281,9 @@ class Router:
             await self.synced.wait()
         if msg.source == EdgeModule.SERVICEBUS:
             keys = self._listen.get(f"servicebus/{msg.resource}", [])
+        elif msg.resource.endswith(DROPPED_SUFFIX):
+            self._edge_dropped(msg)
+            return
         else:
             keys = self._listen.get(f"{msg.source}/{msg.resource}", [])
         if not keys:
@@ -299,6 +303,18 @@ class Router:
                 live.queue.put(body, node=node)
             elif self._tg is not None:
                 self._tg.create_task(self._service_call(live.route, msg, body, node))
+
+    def _edge_dropped(self, msg: Message) -> None:
+        """What the edge dropped of a rule topic while disconnected (``core/ruletraffic``)."""
+        report = parse_drop_report(msg.content)
+        resource = msg.resource[:-len(DROPPED_SUFFIX)]
+        if report is None:
+            log.warning("router: malformed drop report for %s: %.200r", resource, msg.content)
+            return
+        dropped, limit = report
+        for key in self._listen.get(f"{msg.source}/{resource}", []):
+            self.stats.dropped(key, f"the edge kept only {limit} message(s) of this rule "
+                                    "while the cloud was unreachable", dropped)
 
     async def _post(self, item: Item, url: str) -> bytes:
         """POST ``item`` to a REST target; the answer's body. Raises :class:`DeliveryError`."""

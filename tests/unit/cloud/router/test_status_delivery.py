@@ -169,3 +169,31 @@ async def test_router_eventbus_to_rest_bound_and_status(
         await kube.delete(RULES, "r", namespace="ns")
         await until(lambda: bool(hub.of("unsubscribe")), "unsubscribed")
         assert "ns/r" not in router.live
+
+
+async def test_router_counts_what_the_edge_dropped() -> None:
+    kube = FakeKube()
+    for name, kind in (("bus", "eventbus"), ("rest", "rest")):
+        await kube.create(RULEENDPOINTS, {"metadata": {"name": name, "namespace": "ns"},
+                                          "spec": {"ruleEndpointType": kind}})
+    await kube.create(RULES, {"metadata": {"name": "r", "namespace": "ns"}, "spec": {
+        "source": "bus", "sourceResource": {"topic": "up", "node_name": "e1"},
+        "target": "rest", "targetResource": {"resource": "http://127.0.0.1:1/"}}})
+    router = Router(kube, address="127.0.0.1", port=free_port(),  # type: ignore[arg-type]
+                    status_interval=0.0)
+    async with Hive() as hive:
+        hive.add_module(Recorder("cloudhub"))
+        hive.add_module(router)
+        await until(lambda: router.ready.is_set(), "router ready")
+        for content in ("junk", {"dropped": 7, "limit": 25}):
+            await hive.send("router", Message(source="bus", group="user", operation="upload",
+                                              resource="node/e1/ns/up/#dropped",
+                                              content=content))
+        for _ in range(200):
+            status = (await kube.get(RULES, "r", namespace="ns")).get("status") or {}
+            if status.get("failMessages"):
+                break
+            await asyncio.sleep(0.02)
+        assert status["failMessages"] == 7 and status["successMessages"] == 0
+        assert status["errors"][0].startswith("dropped 7 message(s): ")
+        assert "the edge kept only 25 message(s)" in status["errors"][0]

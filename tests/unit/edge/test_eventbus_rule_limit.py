@@ -42,12 +42,12 @@ async def test_bound_per_rule_topic_and_report_after_reconnect(tmp_path: Path) -
         assert (report.source, report.group, report.operation, report.resource) == (
             "bus", "user", "upload", "ns/rule" + DROPPED_SUFFIX)
         assert parse_drop_report(report.content) == (2, 3)
-        for i in range(5):  # connected: no bound
+        for _ in range(5):  # connected: no bound
             bus._received("ns/rule", b"x")
         await until(lambda: len(hub.messages) == 14, "connected uploads")
         await hive.send("eventbus", connection(Content.CLOUD_DISCONNECTED))
         await until(lambda: not bus.cloud_connected, "disconnected")
-        for i in range(4):
+        for _ in range(4):
             bus._received("ns/rule", b"y")
         await until(lambda: bus.rule_dropped == {"ns/rule": 1}, "a fresh count per outage")
     await topics.close()

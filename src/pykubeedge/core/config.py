@@ -207,8 +207,6 @@ class EventBus(_Section):
     mqttMode: int = Field(default=MQTT_MODE_EXTERNAL, ge=MQTT_MODE_INTERNAL,
                           le=MQTT_MODE_EXTERNAL)
     eventBusTLS: EventBusTLS = Field(default_factory=EventBusTLS)
-    ruleMessageLimit: int = Field(default=1000, ge=1)
-    """PROJECT: messages of one rule topic kept for the cloud while it is unreachable."""
 
 
 class DeviceTwin(_Section):

@@ -68,6 +68,7 @@ INBOUND_LIMIT = 8192
 MAX_UPLOAD = 1024 * 1024
 """Bytes of one MQTT message EventBus uploads to the cloud (PROJECT)."""
 MAX_TOPIC = 65535
+DEFAULT_RULE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class EventBusSettings:
     password: str = ""
     tls: BrokerTLS = field(default_factory=BrokerTLS)
     workdir: Path = Path("/var/lib/kubeedge")
-    rule_limit: int = 1000
+    rule_limit: int = DEFAULT_RULE_LIMIT
 
     @classmethod
     def from_config(cls, cfg: EdgeCoreConfig) -> EventBusSettings:
@@ -99,7 +100,7 @@ class EventBusSettings:
             password=bus.mqttPassword,
             tls=BrokerTLS(tls.enable, tls.tlsMqttCAFile, tls.tlsMqttCertFile,
                           tls.tlsMqttPrivateKeyFile),
-            workdir=Path(cfg.database.dataSource).parent, rule_limit=bus.ruleMessageLimit)
+            workdir=Path(cfg.database.dataSource).parent, rule_limit=rule_limit(bus.model_extra))
 
     @property
     def external(self) -> bool:
@@ -108,6 +109,20 @@ class EventBusSettings:
     @property
     def internal(self) -> bool:
         return self.mode <= MQTT_MODE_BOTH
+
+
+def rule_limit(extra: dict[str, Any] | None) -> int:
+    """``modules.eventBus.ruleMessageLimit`` (PROJECT; not in the default config, which keeps
+    upstream's keys): messages of one rule topic kept for the cloud while it is unreachable.
+
+    >>> rule_limit(None), rule_limit({"ruleMessageLimit": 5})
+    (1000, 5)
+    """
+    value = (extra or {}).get("ruleMessageLimit", DEFAULT_RULE_LIMIT)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"modules.eventBus.ruleMessageLimit {value!r} is not a positive "
+                          "integer")
+    return value
 
 
 def default_client_id(role: str, configured: str, now_s: float) -> str:

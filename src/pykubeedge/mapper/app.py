@@ -62,6 +62,7 @@ class Mapper:
         self.edge: pb_grpc.DeviceManagerServiceStub | None = None
         self.reports = 0
         self.report_failures = 0
+        self.closing = False
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class Mapper:
                 if self.cfg.http_port:
                     await rest.start()
         finally:
+            self.closing = True
             for key in list(self._tasks):
                 await self._stop(key)
             await rest.stop()
@@ -160,8 +162,13 @@ class Mapper:
     def add_device(self, dev: pb.Device) -> None:
         """RegisterDevice and UpdateDevice: start, update in place (desired values) or
         restart the device's runner."""
+        if self.closing:
+            return
         spec = device_from_pb(dev, self.models)
         key = spec.id
+        if _model_key(dev.namespace, dev.spec.deviceModelReference) not in self.models:
+            log.warning("device %s: its model %s was not received; properties are strings",
+                        key, dev.spec.deviceModelReference)
         self.specs[key] = dev
         runner = self.runners.get(key)
         if runner is not None and runner.same_shape(spec):

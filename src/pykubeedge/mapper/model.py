@@ -39,8 +39,10 @@ def decode_any(value: any_pb2.Any) -> Any:
     msg = wrapper()
     value.Unpack(msg)
     out = msg.value
-    if kind == "google.protobuf.FloatValue" and float(out).is_integer():
-        return int(out)  # JSON numbers travel as float32: 2 is 2, not 2.0
+    if kind == "google.protobuf.FloatValue":
+        # JSON numbers travel as float32 (as upstream): 0.1 is 0.1 again, 2 is 2.
+        out = float(f"{out:.7g}")
+        return int(out) if out.is_integer() else out
     if isinstance(out, str) and out[:1] in "[{":
         try:
             return orjson.loads(out)
@@ -149,7 +151,5 @@ def device_from_pb(dev: pb.Device, models: Mapping[str, pb.DeviceModel]) -> Devi
         if model is not None and mp is None:
             prop.error = prop.error or (f"the model {model.name} has no property {p.name}")
         props.append(prop)
-    if model is None and dev.spec.deviceModelReference:
-        error = error or f"model {ns}/{dev.spec.deviceModelReference} not received"
     return Device(ns, dev.name, dev.spec.deviceModelReference, dev.spec.protocol.protocolName,
                   config, props, error)

@@ -300,6 +300,7 @@ class LocalUp:
         cfg.modules.metaManager.metaServer.enable = True
         cfg.modules.metaManager.metaServer.server = f"127.0.0.1:{self.metaserver_port}"
         cfg.modules.edged.tailoredKubeletFlag.rootDirectory = str(self.edge_dir / "kubelet")
+        cfg.modules.deviceTwin.dmiSockPath = str(self.edge_dir) + "/"  # <edge>/dmi.sock
         bus = cfg.modules.eventBus
         if self.mqtt_url:
             bus.mqttMode, bus.mqttServerExternal = 2, self.mqtt_url

@@ -3,7 +3,8 @@
 Protocol config (all optional): ``failAfter`` (reads, then the device stops answering: for
 tests of offline/online), ``latencyMs`` (each read and write takes this long).
 Visitor config: ``kind`` ``sensor`` (a sine around ``base`` of ``amplitude`` over ``period``
-seconds; read-only) or ``actuator`` (reads back what was last written, from ``initial``).
+seconds; writing it moves ``base``, as a thermostat's setpoint) or ``actuator`` (reads back
+what was last written, from ``initial``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class VirtualDriver(Driver):
     async def write(self, visitor: Signal, value: Any) -> None:
         await asyncio.sleep(self.latency)
         if visitor.kind == "sensor":
-            raise DeviceError("a sensor cannot be written")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DeviceError(f"a sensor's setpoint must be a number, not {value!r}")
+            visitor.base = float(value)
+            return
         visitor.value = value
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -51,7 +52,10 @@ class Plc:
         self.writes: list[tuple[float, int]] = []
         self.written = asyncio.Event()
         regs = SimData(0, count=SETPOINT + 1, values=7, datatype=DataType.REGISTERS)
-        self.device = SimDevice(id=0, simdata=([], [], [regs], []), action=self._action)
+        bits = SimData(0, count=16, values=False, datatype=DataType.BITS)
+        one = SimData(0, count=1, values=0, datatype=DataType.REGISTERS)
+        self.device = SimDevice(id=0, simdata=([bits], [bits], [regs], [one]),
+                                action=self._action)
         self.server = ModbusTcpServer(self.device, address=("127.0.0.1", port))
 
     async def _action(self, function_code: int, _start: int, address: int, count: int,
@@ -92,6 +96,7 @@ def properties(n: int, setpoint: int) -> list[dict[str, Any]]:
 
 
 async def main() -> None:
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser()
     parser.add_argument("--properties", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0)

@@ -77,7 +77,7 @@ def test_the_command_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["nosuch", "--config", str(cfg)]) == 2
     assert "unknown mapper 'nosuch'" in capsys.readouterr().err
     assert driver_class("virtual") is VirtualDriver
-    with pytest.raises(ConfigError, match="is not a pykubeedge.mapper.Driver"):
+    with pytest.raises(ConfigError, match=r"is not a pykubeedge\.mapper\.Driver"):
         driver_class("pykubeedge.mapper.config:MapperConfig")
 
 

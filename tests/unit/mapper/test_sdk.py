@@ -153,6 +153,11 @@ async def test_a_modbus_device_end_to_end(sock_dir: Path, modbus: ModbusDevice) 
         await modbus.set("h", 0, [300])
         await eventually(lambda: edge.actual("d1", "temp") == "30", timeout=10,
                          what="values keep flowing")
+        # GetDevice: the mapper's view, with its twins.
+        got = await dmi.get_device("default/d1")
+        assert got is not None and got.name == "d1"
+        assert {t.propertyName: t.reported.value for t in got.status.twins}["temp"] == "30"
+        assert await dmi.get_device("default/nope") is None
         # REST
         async with aiohttp.ClientSession() as http:
             base = f"http://127.0.0.1:{mapper.cfg.http_port}/api/v1"

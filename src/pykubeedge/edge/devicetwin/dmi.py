@@ -119,6 +119,18 @@ class MapperClient:
             log.error("DMI: the queue to mapper %s is full; %s dropped (it gets everything "
                       "again when it registers)", self.name, what)
 
+    async def get_device(self, namespace: str, name: str) -> pb.Device | None:
+        """``GetDevice``: the mapper's view of a device (its twins as last read), or None."""
+        try:
+            answer = await self.stub.GetDevice(pb.GetDeviceRequest(
+                deviceName=name, deviceNamespace=namespace), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            log.info("DMI: GetDevice %s/%s from mapper %s: %s: %s", namespace, name,
+                     self.name, err.code().name, err.details())
+            return None
+        device: pb.Device = answer.device
+        return device
+
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
@@ -284,6 +296,15 @@ class DMI:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await server.stop(grace=1)
+
+    async def get_device(self, device_id: str) -> pb.Device | None:
+        """Ask the mapper serving ``<ns>/<name>`` for it (None: no such device or mapper)."""
+        dev = self.devices.get(device_id)
+        client = self.mappers.get(protocol_of(dev)) if dev is not None else None
+        if client is None:
+            return None
+        ns, name = device_id.split("/", 1)
+        return await client.get_device(ns, name)
 
     def allow(self) -> bool:
         ok = self.limiter.reserve(time.monotonic()) == 0.0

@@ -197,6 +197,9 @@ class DeviceRunner:
                 if ps.next_read <= now:
                     await self._read(driver, ps)
                     ps.next_read = max(ps.next_read + ps.prop.collect_cycle_s, now)
+                if self.wakeup.is_set():  # a desired value arrived: write it between reads
+                    self.wakeup.clear()
+                    await self._write_pending(driver)
             if not readable and now >= next_health:
                 ok = await asyncio.wait_for(driver.health(), self.io_timeout)
                 if not ok:

@@ -46,15 +46,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.full, pytest.mark.timeout(600
 TALKER = {
     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker", "namespace": "default"},
     "spec": {"containers": [
-        {"name": "talk", "image": "busybox", "command": [
+        {"name": "talk", "image": "busybox:1.35", "command": [
             "sh", "-c", 'i=0; while true; do echo "line $i"; echo "oops $i" >&2; '
                         "i=$((i+1)); sleep 0.5; done"]},
-        {"name": "side", "image": "busybox", "command": [
+        {"name": "side", "image": "busybox:1.35", "command": [
             "sh", "-c", "while true; do echo side; sleep 1; done"]}]},
 }
 RESTARTER = {
     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "restarter", "namespace": "default"},
-    "spec": {"containers": [{"name": "once", "image": "busybox", "command": [
+    "spec": {"containers": [{"name": "once", "image": "busybox:1.35", "command": [
         "sh", "-c", 'echo "run $(cat /proc/sys/kernel/random/uuid)"; sleep 2; exit 1']}]},
 }
 

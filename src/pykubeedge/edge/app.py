@@ -182,7 +182,8 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
             edged,
         ]
         if cfg.modules.deviceTwin.enable:
-            modules.append(DeviceTwin(node, await DeviceDAO.open(database)))
+            modules.append(DeviceTwin(node, await DeviceDAO.open(database),
+                                      dmi_sock_path=cfg.modules.deviceTwin.dmiSockPath))
         if cfg.modules.eventBus.enable:
             modules.append(EventBus(EventBusSettings.from_config(cfg),
                                     await SubTopicsDAO.open(database)))

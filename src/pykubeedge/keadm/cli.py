@@ -173,7 +173,10 @@ def _print_summary(up: LocalUp, seconds: float) -> None:
                       "metrics-server scrapes")
     if up.demo:
         console.print(f"    kubectl --kubeconfig {kubeconfig} get devices,devicestatuses")
-    console.print("  watch the edge's MQTT (the demo device reports every few seconds):")
+        console.print(f"    curl http://127.0.0.1:{up.mapper_http_port}/api/v1/device/default/"
+                      "demo-thermometer/temperature   # the virtual mapper (docs/mappers.md)")
+    console.print("  watch the edge's MQTT (the virtual mapper reports the demo device every "
+                  "few seconds):")
     console.print(f"    {up.mosquitto_sub}")
     console.print("Press Ctrl-C to stop everything.")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import shutil
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
 from pykubeedge.cloud.cloudhub.certs import read_token
@@ -39,7 +37,7 @@ from pykubeedge.devcluster.metricsserver import MetricsServer, ensure_metrics_se
 from pykubeedge.devcluster.process import ManagedProcess, free_port
 from pykubeedge.edge.edged.volumemanager import unmount_under
 from pykubeedge.edge.edgehub.certificate import bootstrap
-from pykubeedge.edge.eventbus.mqtt import BrokerClient, parse_broker_url
+from pykubeedge.edge.eventbus.mqtt import parse_broker_url
 from pykubeedge.keadm.join import edgecore_config_for_join
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import (
@@ -57,7 +55,6 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
 DEMO_LABELS = {"app": "pykubeedge-demo"}
 DEMO_DEVICE = "demo-thermometer"
-DEMO_REPORT_EVERY_S = 5.0
 
 
 def _node_ready(node: dict[str, Any]) -> bool:
@@ -138,7 +135,8 @@ class LocalUp:
         self.edgecore: ManagedProcess | None = None
         self.metrics: MetricsServer | None = None
         self.kube: KubeClient | None = None
-        self._demo_reports: asyncio.Task[None] | None = None
+        self.demo_mapper: ManagedProcess | None = None  # the virtual mapper (DMI)
+        self.mapper_http_port = 0
 
     @property
     def edge_dir(self) -> Path:
@@ -206,18 +204,14 @@ class LocalUp:
         if self.demo:
             self.progress("deploying the demo workload")
             await self.deploy_demo()
-            self.progress("deploying the demo device")
+            self.progress("starting the virtual mapper and deploying the demo device")
+            await self.start_demo_mapper()
             await self.deploy_device_demo()
-            self._demo_reports = asyncio.create_task(self.demo_reports(), name="demo-reports")
 
     async def stop(self) -> None:
         """Stop everything, each step even if one before it failed."""
-        if self._demo_reports is not None:
-            self._demo_reports.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._demo_reports
         steps: list[Callable[[], Awaitable[object]]] = [
-            proc.stop for proc in (self.metrics, self.edgecore, self.cloudcore)
+            proc.stop for proc in (self.demo_mapper, self.metrics, self.edgecore, self.cloudcore)
             if proc is not None]
         if self.containerd is not None:
             steps.append(self.containerd.stop)  # removes the pods' sandboxes through CRI first
@@ -309,6 +303,7 @@ class LocalUp:
         cfg.modules.metaManager.metaServer.enable = True
         cfg.modules.metaManager.metaServer.server = f"127.0.0.1:{self.metaserver_port}"
         cfg.modules.edged.tailoredKubeletFlag.rootDirectory = str(self.edge_dir / "kubelet")
+        cfg.modules.deviceTwin.dmiSockPath = str(self.edge_dir) + "/"  # <edge>/dmi.sock
         bus = cfg.modules.eventBus
         if self.mqtt_url:
             bus.mqttMode, bus.mqttServerExternal = 2, self.mqtt_url
@@ -438,24 +433,28 @@ class LocalUp:
             "spec": {"deviceModelRef": {"name": f"{DEMO_DEVICE}-model"}, "nodeName": self.node,
                      "protocol": {"protocolName": "virtual"},
                      "properties": [{"name": "temperature", "reportToCloud": True,
-                                     "desired": {"value": "22", "metadata": {"type": "int"}}}]}})
+                                     "collectCycle": 1000, "reportCycle": 5000,
+                                     "desired": {"value": "22", "metadata": {"type": "int"}},
+                                     "visitors": {"protocolName": "virtual", "configData": {
+                                         "kind": "sensor", "amplitude": 2, "period": 60}}}]}})
         result: dict[str, Any] = await poll(
             lambda: kube.get(DEVICESTATUSES, DEMO_DEVICE, namespace="default"),
             f"the DeviceStatus of {DEMO_DEVICE}")
         return result
 
-    async def demo_reports(self) -> None:
-        """Stand in for a mapper (a later issue brings a virtual one): report the demo
-        thermometer's temperature on MQTT every few seconds."""
-        topic = f"$hw/events/device/default/{DEMO_DEVICE}"
-        client = BrokerClient("demo", parse_broker_url(self.broker_url), f"{self.node}-demo")
-        async with asyncio.TaskGroup() as tg:  # cancelled with this task, the client goes too
-            tg.create_task(client.run(), name="demo-mqtt-client")
-            await client.connected.wait()
-            client.publish(f"{topic}/state/update", orjson.dumps(
-                {"event_id": "", "timestamp": 0, "state": "online"}), qos=1)
-            for i in itertools.count():
-                report = {"event_id": "", "timestamp": 0,
-                          "twin": {"temperature": {"actual": {"value": str(20 + i % 6)}}}}
-                client.publish(f"{topic}/twin/update", orjson.dumps(report), qos=1)
-                await asyncio.sleep(DEMO_REPORT_EVERY_S)
+    async def start_demo_mapper(self) -> None:
+        """The virtual mapper (``python -m pykubeedge.mapper virtual``) as its own process,
+        registered with edgecore over DMI: it serves the demo thermometer."""
+        assert self.workdir is not None
+        self.mapper_http_port = free_port()
+        config = self.workdir / "virtual-mapper.yaml"
+        config.write_text(yaml.safe_dump({
+            "grpc_server": {"socket_path": str(self.edge_dir / "virtual.sock")},
+            "common": {"name": "virtual-mapper", "protocol": "virtual", "address": "127.0.0.1",
+                       "edgecore_sock": str(self.edge_dir / "dmi.sock"),
+                       "http_port": str(self.mapper_http_port)}}))
+        self.demo_mapper = ManagedProcess(
+            "virtual-mapper", [sys.executable, "-m", "pykubeedge.mapper", "virtual",
+                               "--config", str(config)], self.workdir / "virtual-mapper.log")
+        await self.demo_mapper.start()
+        await self.demo_mapper.wait_port(self.mapper_http_port, timeout=60)

@@ -276,3 +276,27 @@ def _load(conn: sqlite3.Connection, wanted: list[str] | None
                             + where.format(col="deviceid") + " ORDER BY rowid", args)
                if d in devices]
     return devices, pending
+
+
+async def load_device_objects(dao: DeviceDAO) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Device and DeviceModel objects MetaManager keeps in its ``meta`` table (for DMI after
+    a restart; upstream's dmiworker reads them the same way). None when there is no table."""
+
+    def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        devices: list[dict[str, Any]] = []
+        models: list[dict[str, Any]] = []
+        try:
+            rows = conn.execute("SELECT type, value FROM meta WHERE type IN "
+                                "('device', 'devicemodel')").fetchall()
+        except sqlite3.OperationalError:
+            return devices, models
+        for kind, value in rows:
+            try:
+                obj = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                (devices if kind == "device" else models).append(obj)
+        return devices, models
+
+    return await dao.db.read(read)

@@ -52,7 +52,8 @@ from pykubeedge.core.topics import Action, classify, decode_resource, lifecycle_
 from pykubeedge.core.twin import TYPE_STRING, Deal, Desired
 from pykubeedge.edge.devicetwin import device, membership, twin
 from pykubeedge.edge.devicetwin.context import TwinContext
-from pykubeedge.edge.devicetwin.dao import DeviceDAO
+from pykubeedge.edge.devicetwin.dao import DeviceDAO, load_device_objects
+from pykubeedge.edge.devicetwin.dmi import DMI
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,11 @@ class DeviceTwin:
     group = EdgeGroup.TWIN
     restart_policy = RestartPolicy(RestartType.ON_FAILURE)
 
-    def __init__(self, node: str, dao: DeviceDAO, **context: Any) -> None:
+    def __init__(self, node: str, dao: DeviceDAO, *, dmi_sock_path: str | None = None,
+                 **context: Any) -> None:
         self.ctx = TwinContext(node, dao, **context)
+        # DMI (mappers over gRPC): on unless dmi_sock_path is None (unit tests).
+        self.dmi = None if dmi_sock_path is None else DMI(dmi_sock_path, self._to_self)
         self.loaded = asyncio.Event()
         self.handled = 0
 
@@ -81,12 +85,17 @@ class DeviceTwin:
         ctx.beehive = beehive
         ctx.devices, pending = await ctx.dao.load()
         ctx.cloud.restore(pending)
+        if self.dmi is not None:
+            devices, models = await load_device_objects(ctx.dao)
+            self.dmi.load([d for d in devices if node_name_of(d) == ctx.node], models)
         self.loaded.set()
         log.info("DeviceTwin for node %s: %d device(s), %d report(s) owed to the cloud",
                  ctx.node, len(ctx.devices), ctx.cloud.owed())
         async with asyncio.TaskGroup() as tg:
             tg.create_task(ctx.committer.run(), name="devicetwin-committer")
             tg.create_task(self._sync_loop(), name="devicetwin-cloudsync")
+            if self.dmi is not None:
+                tg.create_task(self.dmi.run(), name="devicetwin-dmi")
             while True:
                 msg = await beehive.receive(self.name)
                 await ctx.reload_failed()
@@ -177,8 +186,28 @@ class DeviceTwin:
                           {"event_type": "connected" if ctx.cloud_connected else "disconnected",
                            "timestamp": ctx.wall_ms()})
 
+    async def _to_self(self, msg: Message) -> None:
+        """DMI reports: into this module's mailbox, in order with MQTT's."""
+        if self.ctx.beehive is not None:
+            await self.ctx.beehive.send(self.name, msg)
+
+    def _to_dmi(self, res: Any, operation: str, content: Any) -> None:
+        if self.dmi is None or operation not in (Operation.INSERT, Operation.UPDATE,
+                                                 Operation.DELETE):
+            return
+        key = f"{res.namespace}/{res.name}"
+        obj: dict[str, Any] = {}
+        if operation != Operation.DELETE:
+            obj = json_object(content, f"the {res.resource_type} {key}")
+        bound = res.resource_type != ResourceType.DEVICE or node_name_of(obj) == self.ctx.node
+        self.dmi.object_changed(res.resource_type, operation, obj, key=key, bound=bound)
+
     async def _object(self, msg: Message) -> None:
         res = parse_edge(msg.resource, msg.operation)
+        try:
+            self._to_dmi(res, msg.operation, msg.content)
+        except DecodeError as exc:
+            log.warning("DMI: %s %s not passed to mappers: %s", msg.operation, msg.resource, exc)
         if res.resource_type != ResourceType.DEVICE:
             log.debug("DeviceTwin: %s %s noted (device models matter to mappers, not twins)",
                       msg.operation, msg.resource)

@@ -1,0 +1,1 @@
+"""The Device Management Interface between edgecore and mappers."""

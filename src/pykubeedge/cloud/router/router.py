@@ -80,7 +80,8 @@ MAX_MESSAGE_BYTES: Final = 12 * (1 << 20)
 MAX_RESP_BODY: Final = 1 << 20
 """What the Router reads of a REST endpoint's answer (upstream ``MaxRespBodyLength``)."""
 MAX_PENDING: Final = 4096
-"""rest -> servicebus calls waiting for the edge's answer at once; more get 503."""
+"""rest -> servicebus calls waiting for the edge's answer at once (more get 503), and
+servicebus -> rest calls in flight (more get an error)."""
 _HOP: Final = frozenset({"host", "content-length", "transfer-encoding", "connection",
                          "keep-alive", "upgrade", "te", "trailer", "content-encoding"})
 
@@ -115,6 +116,7 @@ class Router:
         self._rest: dict[str, list[str]] = {}  # namespace -> rule keys with a rest source
         self._listen: dict[str, list[str]] = {}  # "bus/..." | "servicebus/..." -> rule keys
         self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._calls = 0  # servicebus -> rest calls in flight
         self._ctx: BeehiveContext | None = None
         self._http: aiohttp.ClientSession | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -301,7 +303,11 @@ class Router:
                 continue
             if live.queue is not None:
                 live.queue.put(body, node=node)
+            elif self._calls >= MAX_PENDING:
+                self.stats.fail(key, "too many local calls waiting for the cloud endpoint")
+                await self._to_hub(error_message(msg, "the router is busy; try again"))
             elif self._tg is not None:
+                self._calls += 1
                 self._tg.create_task(self._service_call(live.route, msg, body, node))
 
     def _edge_dropped(self, msg: Message) -> None:
@@ -343,6 +349,8 @@ class Router:
             self.stats.fail(route.key, str(exc))
             await self._to_hub(error_message(msg, str(exc)))
             return
+        finally:
+            self._calls -= 1
         self.stats.success(route.key)
         await self._to_hub(response(msg, answer.decode("utf-8", "replace")))
 

@@ -1,5 +1,5 @@
 """The ``cloudcore`` command: CloudHub (WebSocket + HTTPS certificate service), EdgeController,
-DeviceController and SyncController in one process, wired from cloudcore.yaml.
+DeviceController, SyncController, CloudStream and Router in one process, wired from cloudcore.yaml.
 
     cloudcore --config /etc/kubeedge/config/cloudcore.yaml
     cloudcore --kubeconfig ~/.kube/config         # defaults for everything else
@@ -28,6 +28,7 @@ from pykubeedge.cloud.cloudhub.hub import CloudHub
 from pykubeedge.cloud.cloudstream import CloudStream, Fallback, tls_contexts
 from pykubeedge.cloud.devicecontroller.controller import DeviceController
 from pykubeedge.cloud.edgecontroller.controller import EdgeController
+from pykubeedge.cloud.router.router import Router
 from pykubeedge.cloud.synccontroller.controller import SyncController
 from pykubeedge.core.config import CloudCoreConfig, load_cloudcore_config
 from pykubeedge.core.errors import ConfigError, NotFound, PyKubeEdgeError
@@ -40,6 +41,7 @@ REQUIRED_CRDS = ("objectsyncs.reliablesyncs.kubeedge.io",
                  "clusterobjectsyncs.reliablesyncs.kubeedge.io")
 DEVICE_CRDS = ("devices.devices.kubeedge.io", "devicemodels.devices.kubeedge.io",
                "devicestatuses.devices.kubeedge.io")
+RULE_CRDS = ("rules.rules.kubeedge.io", "ruleendpoints.rules.kubeedge.io")
 
 app = typer.Typer(add_completion=False, help="pykubeedge cloudcore (cloud side of KubeEdge).")
 
@@ -105,6 +107,14 @@ async def run_cloudcore(cfg: CloudCoreConfig, stop: asyncio.Event,
                     kube, sync, status_workers=dc_cfg.load.updateDeviceStatusWorkers,
                     max_waiting=dc_cfg.buffer.updateDeviceTwins
                     + dc_cfg.buffer.updateDeviceStatus))
+        router_cfg = cfg.modules.router
+        if router_cfg.enable:
+            missing = await missing_crds(kube, RULE_CRDS)
+            if missing:
+                log.error("Router is not started: CRD(s) %s not installed", ", ".join(missing))
+            else:
+                hive.add_module(Router(kube, address=router_cfg.address, port=router_cfg.port,
+                                       rest_timeout=router_cfg.restTimeout))
         stream_cfg = cfg.modules.cloudStream
         if stream_cfg.enable:
             fallback = Fallback(pki.ca.cert_pem(), pki.server.cert_pem(), pki.server.key_pem(),

@@ -103,10 +103,20 @@ class CloudStream(_Section):
     streamAddress: str = "0.0.0.0"
 
 
+class Router(_Section):
+    """``modules.router`` (upstream's keys and defaults): the REST listener of rule traffic."""
+
+    enable: bool = False
+    address: str = "0.0.0.0"
+    port: int = Field(default=9443, ge=1, le=65535)
+    restTimeout: int = Field(default=60, ge=1)
+
+
 class CloudModules(_Section):
     cloudHub: CloudHub = Field(default_factory=CloudHub)
     deviceController: DeviceController = Field(default_factory=DeviceController)
     cloudStream: CloudStream = Field(default_factory=CloudStream)
+    router: Router = Field(default_factory=Router)
 
 
 class CloudCoreConfig(_Section):
@@ -217,6 +227,15 @@ class EdgeStream(_Section):
     server: str = "127.0.0.1:10004"
 
 
+class ServiceBus(_Section):
+    """``modules.serviceBus`` (upstream's keys and defaults)."""
+
+    enable: bool = False
+    server: str = "127.0.0.1"
+    port: int = Field(default=9060, ge=1, le=65535)
+    timeout: int = Field(default=60, ge=1)
+
+
 class EdgeModules(_Section):
     edgeHub: EdgeHub = Field(default_factory=EdgeHub)
     edged: Edged = Field(default_factory=Edged)
@@ -224,6 +243,7 @@ class EdgeModules(_Section):
     eventBus: EventBus = Field(default_factory=EventBus)
     deviceTwin: DeviceTwin = Field(default_factory=DeviceTwin)
     edgeStream: EdgeStream = Field(default_factory=EdgeStream)
+    serviceBus: ServiceBus = Field(default_factory=ServiceBus)
 
 
 class EdgeCoreConfig(_Section):

@@ -1,5 +1,5 @@
-"""The ``edgecore`` command: EdgeHub, MetaManager (+ MetaServer), Edged, DeviceTwin and
-EventBus in one process, wired from edgecore.yaml.
+"""The ``edgecore`` command: EdgeHub, MetaManager (+ MetaServer), Edged, DeviceTwin,
+EventBus and ServiceBus in one process, wired from edgecore.yaml.
 
     edgecore --config /etc/kubeedge/config/edgecore.yaml
     edgecore --defaultconfig
@@ -47,6 +47,8 @@ from pykubeedge.edge.eventbus.eventbus import EventBus, EventBusSettings
 from pykubeedge.edge.metamanager.dao import MetaStore
 from pykubeedge.edge.metamanager.manager import MetaManager
 from pykubeedge.edge.metamanager.metaserver import MetaServer
+from pykubeedge.edge.servicebus.dao import TargetURLsDAO
+from pykubeedge.edge.servicebus.servicebus import ServiceBus, ServiceBusSettings
 
 log = logging.getLogger("pykubeedge.edgecore")
 FAKE_RUNTIME = "fake://"
@@ -185,6 +187,9 @@ async def run_edgecore(cfg: EdgeCoreConfig, stop: asyncio.Event, *,
         if cfg.modules.eventBus.enable:
             modules.append(EventBus(EventBusSettings.from_config(cfg),
                                     await SubTopicsDAO.open(database)))
+        if cfg.modules.serviceBus.enable:
+            modules.append(ServiceBus(ServiceBusSettings.from_config(cfg),
+                                      await TargetURLsDAO.open(database)))
         if kubelet_port:
             await stack.enter_async_context(KubeletServer(
                 runtime, node_name=node, host=address, port=kubelet_port,

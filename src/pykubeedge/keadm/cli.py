@@ -70,6 +70,10 @@ def local_up(
     tunnel_port: Annotated[int, typer.Option(help="CloudStream's tunnel port")] = 10004,
     kubelet_port: Annotated[int, typer.Option(
         help="Edged's kubelet server (read-only port) on 127.0.0.1")] = 10350,
+    router_port: Annotated[int, typer.Option(
+        help="the cloud Router's REST port for rules (docs/router.md)")] = 9443,
+    servicebus_port: Annotated[int, typer.Option(
+        help="the edge ServiceBus's port for local callers")] = 9060,
     demo: Annotated[bool, typer.Option(help="deploy the demo workload")] = True,
     runtime: Annotated[str, typer.Option(
         help="containerd (a private containerd runs the pods) or fake (in memory)")] =
@@ -88,7 +92,8 @@ def local_up(
     for flag, port in (("--cloudhub-port", cloudhub_port), ("--https-port", https_port),
                        ("--metaserver-port", metaserver_port), ("--mqtt-port", mqtt_port),
                        ("--stream-port", stream_port), ("--tunnel-port", tunnel_port),
-                       ("--kubelet-port", kubelet_port)):
+                       ("--kubelet-port", kubelet_port), ("--router-port", router_port),
+                       ("--servicebus-port", servicebus_port)):
         if not 0 <= port < 65536:
             _fail("local-up", f"{flag} {port} is not a port number", 2)
     if workdir:
@@ -96,7 +101,8 @@ def local_up(
     up = LocalUp(tier=tier, workdir=workdir, bin_dir=bin_dir, node=node,  # type: ignore[arg-type]
                  demo=demo, runtime=runtime, ws_port=cloudhub_port, https_port=https_port,
                  metaserver_port=metaserver_port, mqtt_port=mqtt_port,
-                 stream_port=stream_port, tunnel_port=tunnel_port, kubelet_port=kubelet_port)
+                 stream_port=stream_port, tunnel_port=tunnel_port, kubelet_port=kubelet_port,
+                 router_port=router_port, servicebus_port=servicebus_port)
     try:
         asyncio.run(_local_up(up, run_for))
     except PyKubeEdgeError as exc:
@@ -150,6 +156,8 @@ def _print_summary(up: LocalUp, seconds: float) -> None:
     console.print(f"  kubeconfig:  {kubeconfig}")
     console.print(f"  edge node:   {up.node} (CloudHub 127.0.0.1:{up.ws_port}, "
                   f"MetaServer {up.metaserver})")
+    console.print(f"  rules:       Router http://127.0.0.1:{up.router_port}/<node>/<namespace>/"
+                  f"<path>, ServiceBus 127.0.0.1:{up.servicebus_port} (docs/router.md)")
     console.print(f"  logs:        {up.workdir}/{{cloudcore,edgecore}}.log")
     console.print("  try:")
     console.print(f"    kubectl --kubeconfig {kubeconfig} get nodes")

@@ -106,6 +106,10 @@ class LocalUp:
     stream_port: int = 0
     kubelet_port: int = 0
     metrics_server: bool = True  # full tier only: `kubectl top`
+    # Rules (docs/router.md): cloudcore's Router REST listener and edgecore's ServiceBus.
+    # 0: free ports (KubeEdge's are 9443 and 9060).
+    router_port: int = 0
+    servicebus_port: int = 0
     progress: Callable[[str], None] = lambda _msg: None
 
     def __post_init__(self) -> None:
@@ -118,6 +122,8 @@ class LocalUp:
         self.tunnel_port = self.tunnel_port or free_port()
         self.stream_port = self.stream_port or free_port()
         self.kubelet_port = self.kubelet_port or free_port()
+        self.router_port = self.router_port or free_port()
+        self.servicebus_port = self.servicebus_port or free_port()
         # A node cut off from the cloud shows as NotReady after 20 s instead of 50 s: local-up
         # is for watching things happen.
         cm_args = ["--node-monitor-grace-period=20s", "--node-monitor-period=2s"]
@@ -252,6 +258,8 @@ class LocalUp:
         stream.tlsStreamCAFile = str(self.cluster.pki_file("ca.crt"))
         stream.tunnelAddress, stream.tunnelPort = "127.0.0.1", self.tunnel_port
         stream.streamAddress, stream.streamPort = "127.0.0.1", self.stream_port
+        router = cfg.modules.router
+        router.enable, router.address, router.port = True, "127.0.0.1", self.router_port
         self.cloudcore_config.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
     async def start_cloudcore(self) -> None:
@@ -262,6 +270,7 @@ class LocalUp:
         await self.cloudcore.start()
         await self.cloudcore.wait_port(self.ws_port, timeout=60)
         await self.cloudcore.wait_port(self.stream_port, timeout=30)
+        await self.cloudcore.wait_port(self.router_port, timeout=30)  # rules are loaded
 
     async def stop_cloudcore(self, *, crash: bool = False) -> None:
         if self.cloudcore is not None:
@@ -314,6 +323,8 @@ class LocalUp:
         stream = cfg.modules.edgeStream
         stream.enable = True
         stream.server = f"127.0.0.1:{self.tunnel_port}"
+        sb = cfg.modules.serviceBus
+        sb.enable, sb.server, sb.port = True, "127.0.0.1", self.servicebus_port
         await bootstrap(cfg)
         cfg.modules.edgeHub.token = ""
         self.edgecore_config.parent.mkdir(parents=True, exist_ok=True)

@@ -65,3 +65,23 @@ def test_unloadable_tls_files_are_one_config_error(tmp_path: Path) -> None:
 ])
 def test_topic_rules(topic: str, wildcards: bool, ok: bool) -> None:
     assert _valid_topic(topic, wildcards=wildcards) is ok
+
+
+def test_rule_message_limit_is_an_extra_key() -> None:
+    cfg = parse_model({"modules": {"eventBus": {"ruleMessageLimit": 7}}}, EdgeCoreConfig,
+                      "edgecore.yaml")
+    assert EventBusSettings.from_config(cfg).rule_limit == 7
+    assert EventBusSettings.from_config(EdgeCoreConfig()).rule_limit == 1000
+    bad = parse_model({"modules": {"eventBus": {"ruleMessageLimit": 0}}}, EdgeCoreConfig,
+                      "edgecore.yaml")
+    with pytest.raises(ConfigError, match="ruleMessageLimit"):
+        EventBusSettings.from_config(bad)
+
+
+def test_servicebus_and_router_keys_and_defaults() -> None:
+    from pykubeedge.core.config import CloudCoreConfig
+
+    assert EdgeCoreConfig().modules.serviceBus.model_dump() == {
+        "enable": False, "server": "127.0.0.1", "port": 9060, "timeout": 60}
+    assert CloudCoreConfig().modules.router.model_dump() == {
+        "enable": False, "address": "0.0.0.0", "port": 9443, "restTimeout": 60}

@@ -8,6 +8,10 @@ the bridge between MQTT and the edge modules.
 - To MQTT: ``publish`` (resource = topic), ``message`` (``{"message": {"topic": ...}}``),
   ``get_result`` of ``auth_info``; ``subscribe``/``unsubscribe`` from the cloud are kept in
   ``sub_topics`` across restarts.
+- Rule topics (those the cloud subscribed) while the cloud is unreachable (PROJECT): at most
+  ``ruleMessageLimit`` messages of each go to EdgeHub's outbox; beyond that they are dropped,
+  counted, and reported to the Router after the reconnect (``core/ruletraffic.py``), so the
+  Rule status says so and one chatty topic cannot fill the outbox for everything else.
 - ``mqttMode``: 2 external (default ``tcp://127.0.0.1:1883``; QoS 1, no retain, as upstream),
   0 internal (a mosquitto edgecore supervises on ``tcp://127.0.0.1:1884``; ``mqttQOS`` and
   ``mqttRetain`` apply), 1 both. Like upstream, a subscribing and a publishing client per
@@ -36,10 +40,11 @@ from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
 from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.core.clock import Clock
 from pykubeedge.core.config import MQTT_MODE_BOTH, EdgeCoreConfig
-from pykubeedge.core.constants import EdgeGroup, EdgeModule, MessageGroup, Operation
+from pykubeedge.core.constants import Content, EdgeGroup, EdgeModule, MessageGroup, Operation
 from pykubeedge.core.content import json_object
 from pykubeedge.core.errors import ConfigError, DecodeError
 from pykubeedge.core.message import Message
+from pykubeedge.core.ruletraffic import DROPPED_SUFFIX, drop_report
 from pykubeedge.core.topics import (
     DEFAULT_SUBSCRIPTIONS,
     auth_info_result,
@@ -63,6 +68,7 @@ INBOUND_LIMIT = 8192
 MAX_UPLOAD = 1024 * 1024
 """Bytes of one MQTT message EventBus uploads to the cloud (PROJECT)."""
 MAX_TOPIC = 65535
+DEFAULT_RULE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class EventBusSettings:
     password: str = ""
     tls: BrokerTLS = field(default_factory=BrokerTLS)
     workdir: Path = Path("/var/lib/kubeedge")
+    rule_limit: int = DEFAULT_RULE_LIMIT
 
     @classmethod
     def from_config(cls, cfg: EdgeCoreConfig) -> EventBusSettings:
@@ -93,7 +100,7 @@ class EventBusSettings:
             password=bus.mqttPassword,
             tls=BrokerTLS(tls.enable, tls.tlsMqttCAFile, tls.tlsMqttCertFile,
                           tls.tlsMqttPrivateKeyFile),
-            workdir=Path(cfg.database.dataSource).parent)
+            workdir=Path(cfg.database.dataSource).parent, rule_limit=rule_limit(bus.model_extra))
 
     @property
     def external(self) -> bool:
@@ -102,6 +109,20 @@ class EventBusSettings:
     @property
     def internal(self) -> bool:
         return self.mode <= MQTT_MODE_BOTH
+
+
+def rule_limit(extra: dict[str, Any] | None) -> int:
+    """``modules.eventBus.ruleMessageLimit`` (PROJECT; not in the default config, which keeps
+    upstream's keys): messages of one rule topic kept for the cloud while it is unreachable.
+
+    >>> rule_limit(None), rule_limit({"ruleMessageLimit": 5})
+    (1000, 5)
+    """
+    value = (extra or {}).get("ruleMessageLimit", DEFAULT_RULE_LIMIT)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"modules.eventBus.ruleMessageLimit {value!r} is not a positive "
+                          "integer")
+    return value
 
 
 def default_client_id(role: str, configured: str, now_s: float) -> str:
@@ -139,6 +160,10 @@ class EventBus:
         self.received = 0
         self.dropped = 0
         self.ready = asyncio.Event()
+        self.cloud_connected = False  # EdgeHub says so (cloud_connected / cloud_disconnected)
+        self._held: dict[str, int] = {}  # rule topic -> messages sent while disconnected
+        self.rule_dropped: dict[str, int] = {}  # rule topic -> dropped, not yet reported
+        self._ctx: BeehiveContext | None = None
         logging.getLogger("gmqtt").setLevel(logging.ERROR)  # we log connections ourselves
 
     def _build(self) -> None:
@@ -178,6 +203,7 @@ class EventBus:
     # -- the module ----------------------------------------------------------------------------
 
     async def start(self, ctx: BeehiveContext) -> None:
+        self._ctx = ctx
         self.subscribed = dict.fromkeys(await self.topics.all())
         self.brokers.clear()
         self._build()
@@ -229,10 +255,45 @@ class EventBus:
                 log.warning("EventBus: %s: %d bytes is more than the %d an upload may be; "
                             "dropped", topic, len(payload), MAX_UPLOAD)
                 continue
+            if not self._within_rule_limit(topic):
+                continue
             if ctx.members(EdgeGroup.HUB):
                 await ctx.send_to_group(EdgeGroup.HUB, Message(
                     source=SOURCE, group=MessageGroup.USER, operation=Operation.UPLOAD,
                     resource=topic, content=text))
+
+    def _within_rule_limit(self, topic: str) -> bool:
+        if self.cloud_connected or topic not in self.subscribed:
+            return True
+        held = self._held.get(topic, 0)
+        if held >= self.s.rule_limit:
+            dropped = self.rule_dropped[topic] = self.rule_dropped.get(topic, 0) + 1
+            if dropped in (1, 100) or dropped % 10000 == 0:
+                log.warning("EventBus: %s: %d message(s) dropped, %d are kept for the cloud "
+                            "already (ruleMessageLimit)", topic, dropped, held)
+            return False
+        self._held[topic] = held + 1
+        return True
+
+    async def _connection(self, content: Any) -> None:
+        if content == Content.CLOUD_DISCONNECTED:
+            self.cloud_connected = False
+            return
+        if content != Content.CLOUD_CONNECTED:
+            return
+        self.cloud_connected = True
+        self._held.clear()
+        reports, self.rule_dropped = self.rule_dropped, {}
+        ctx = self._ctx
+        if ctx is None or not ctx.members(EdgeGroup.HUB):
+            return
+        for topic, dropped in reports.items():  # behind what was kept: EdgeHub keeps order
+            log.warning("EventBus: telling the cloud %d message(s) of %s were dropped", dropped,
+                        topic)
+            await ctx.send_to_group(EdgeGroup.HUB, Message(
+                source=SOURCE, group=MessageGroup.USER, operation=Operation.UPLOAD,
+                resource=topic + DROPPED_SUFFIX, content=drop_report(dropped,
+                                                                     self.s.rule_limit)))
 
     # -- edge/cloud -> MQTT ------------------------------------------------------------------
 
@@ -263,7 +324,7 @@ class EventBus:
         elif op == Operation.GET_RESULT and msg.resource == "auth_info":
             self.publish(auth_info_result(self.s.node_name), orjson.dumps(msg.content))
         elif op == Operation.CONNECT:
-            return  # EdgeHub's cloud connection events: nothing for MQTT
+            await self._connection(msg.content)  # EdgeHub's cloud connection events
         else:
             log.warning("EventBus: action %r not found (%s)", op, msg)
 

@@ -50,7 +50,7 @@ from pykubeedge.core.constants import (
     Source,
 )
 from pykubeedge.core.errors import ConfigError, DecodeError, StoreError
-from pykubeedge.core.message import Message, error_message, new_message
+from pykubeedge.core.message import Message, error_message, new_message, response
 from pykubeedge.core.ratelimit import TokenBucket
 from pykubeedge.core.resource import parse_edge
 from pykubeedge.edge.edgehub.outbox import MessageStore
@@ -269,13 +269,23 @@ class EdgeHub:
             elif msg.source == Source.ROUTER_SERVICEBUS:
                 target = EdgeGroup.USER
             else:
-                log.warning("no edge module for user message from %r", msg.source)
+                await self._ack_unhandled(msg, f"user message from {msg.source!r}")
                 return
         else:
-            log.warning("no edge module for group %r (%s)", group, msg)
+            await self._ack_unhandled(msg, f"group {group!r}")
             return
         if not await ctx.send_to_group(target, msg):
-            log.debug("no module in edge group %s for %s", target, msg)
+            await self._ack_unhandled(msg, f"edge group {target} (no module)")
+
+    async def _ack_unhandled(self, msg: Message, what: str) -> None:
+        """A cloud message no module here takes (a device with no DeviceTwin, a task with
+        no TaskManager): logged and ACKed, so the cloud's queue for this node moves on
+        instead of waiting for the ACK (upstream's cloudcore waits 25 s for each)."""
+        log.info("nothing handles %s (%s %s); ACKed as unsupported", what, msg.operation,
+                 msg.resource)
+        if msg.operation in (Operation.RESPONSE, Operation.ERROR) or msg.parent_msg_id:
+            return  # an answer is never answered
+        await self.send(response(msg, Content.ACK_OK))
 
     async def _publish_connection(self, ctx: BeehiveContext, content: str) -> None:
         for group in CONNECTION_EVENT_GROUPS:

@@ -250,14 +250,28 @@ class MetaManager:
         if op in (Operation.RESPONSE, Operation.ERROR):
             await self._on_cloud_reply(msg)
             return
-        if op not in _HANDLERS:
-            raise DecodeError(f"unsupported operation {op!r}")
-        res = parse_edge(msg.resource, op)
-        if res.resource_type not in KNOWN_TYPES:
-            raise DecodeError(f"unknown resource type {res.resource_type!r}")
         from_edge = msg.source not in CLOUD_ONLY_SOURCES
+        if op not in _HANDLERS:
+            if not from_edge:
+                await self._ack_unsupported(msg, f"operation {op!r}")
+                return
+            raise DecodeError(f"unsupported operation {op!r}")
+        res = parse_edge(msg.resource, op)  # a malformed resource is bad input: an error
+        if res.resource_type not in KNOWN_TYPES:
+            if not from_edge:
+                await self._ack_unsupported(msg, f"resource type {res.resource_type!r}")
+                return
+            raise DecodeError(f"unknown resource type {res.resource_type!r}")
         req = _Request(msg, res, from_edge)
         await _HANDLERS[op](self, req)
+
+    async def _ack_unsupported(self, msg: Message, what: str) -> None:
+        """A cloud message this edge does not handle: ACKed all the same, so the cloud's
+        per-node queue moves on (upstream's cloudcore waits for each ACK before the next
+        message), and logged once per message."""
+        log.info("unsupported %s from %s (%s %s); ACKed", what, msg.source, msg.operation,
+                 msg.resource)
+        await self._send(self.send_module, response(msg, Content.ACK_OK))
 
     # -- insert / update ---------------------------------------------------------------------
 
@@ -434,6 +448,8 @@ class MetaManager:
     # -- replies from the cloud that nobody waits for ------------------------------------------
 
     async def _on_cloud_reply(self, msg: Message) -> None:
+        if msg.source in CLOUD_ONLY_SOURCES:
+            await self._ack_reply(msg)  # a late answer: its waiter gave up, the cloud waits
         if msg.operation == Operation.ERROR:
             log.warning("the cloud reported an error for %s: %s", msg.resource,
                         str(msg.content)[:300])
@@ -489,12 +505,20 @@ class MetaManager:
                 f"no answer from the cloud within {self.remote_query_timeout:g}s") from None
         except UnknownModuleError:
             raise RemoteError(f"no module {self.send_module!r} to reach the cloud") from None
+        await self._ack_reply(reply)
         if reply.operation == Operation.ERROR:
             raise RemoteError(str(reply.content))
         answer = parse_object_reply(reply.content)
         if answer.failed:  # an ObjectResp whose Err is set (a StatusError, or older text)
             raise RemoteError(answer.error)
         return reply
+
+    async def _ack_reply(self, reply: Message) -> None:
+        """ACK a cloud reply (upstream's MetaManager ACKs every answer it gets, and upstream's
+        cloudcore waits for the ACK of its ConfigMap, Secret and volume answers before it
+        sends the node anything else)."""
+        if reply.operation == Operation.RESPONSE and reply.content != Content.ACK_OK:
+            await self._send(self.send_module, response(reply, Content.ACK_OK))
 
     async def _to_cloud(self, msg: Message, *, content: Any = None) -> None:
         """Send a copy of ``msg`` to the cloud (a fresh id: the original may be a sync

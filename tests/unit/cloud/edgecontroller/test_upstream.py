@@ -30,15 +30,17 @@ async def edge_with_pod(node: str = "edge-1") -> tuple[FakeKube, LocationCache, 
     return kube, location, Upstream(kube, location), pod["metadata"]["uid"]  # type: ignore[arg-type]
 
 
-async def test_a_status_patch_of_its_own_pod_needs_no_get_and_returns_the_status_only() -> None:
+async def test_a_status_patch_of_its_own_pod_needs_no_get_and_returns_the_whole_pod() -> None:
     kube, _, upstream, uid = await edge_with_pod()
     reply = await upstream.handle(patch_message("edge-1", "web", {
         "metadata": {"uid": uid}, "status": {"phase": "Running", "podIP": "10.88.0.2"}}))
     assert reply.operation == "response" and reply.group == "resource"
     assert reply.content["Err"] is None
     returned = reply.content["Object"]
-    assert set(returned) == {"apiVersion", "kind", "metadata", "status"}  # no spec
-    assert set(returned["metadata"]) == {"name", "namespace", "uid", "resourceVersion"}
+    # The whole Pod: upstream's Go edge stores the answer as its copy of the pod.
+    assert returned["kind"] == "Pod" and returned["apiVersion"] == "v1"
+    assert returned["spec"]["nodeName"] == "edge-1"
+    assert reply.resourceversion == returned["metadata"]["resourceVersion"]
     assert returned["status"]["phase"] == "Running"
     assert kube.reads == []  # answered from the location cache
     assert kube.writes[-1] == ("patch/status", "pods", f"{NS}/web")

@@ -56,6 +56,7 @@ from pykubeedge.core.resource import parse_edge
 from pykubeedge.edge.edgehub.outbox import MessageStore
 from pykubeedge.transport.tls import client_context_from_files
 from pykubeedge.transport.websocket import Dial, WebSocket
+from pykubeedge.transport.wirelog import wire_log
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class EdgeHub:
     async def _read(self, ctx: BeehiveContext, ws: WebSocket) -> None:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
+                wire_log("in", "cloud", frame.data)
                 try:
                     msg = codec.decode(frame.data, self.s.max_frame)
                 except DecodeError as exc:
@@ -347,7 +349,9 @@ class EdgeHub:
             msg = dataclasses.replace(msg, sync=False)
         # A timeout scope, not wait_for: on 3.11 wait_for can swallow a cancellation.
         async with asyncio.timeout(self.s.write_timeout):
-            await ws.send_frame(codec.encode(msg), WSMsgType.TEXT)
+            data = codec.encode(msg)
+            wire_log("out", "cloud", data)
+            await ws.send_frame(data, WSMsgType.TEXT)
 
 
 # Status that only matters in its newest version: while disconnected, a newer one replaces

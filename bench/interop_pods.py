@@ -24,11 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _benchutil import percentiles  # noqa: E402
-from tests.interop import steps  # noqa: E402
-from tests.interop.rig import InteropRig  # noqa: E402
+import contextlib
 
-from pykubeedge.kube.resources import PODS  # noqa: E402
+from tests.interop import steps
+from tests.interop.rig import InteropRig
+
+from _benchutil import percentiles
+from pykubeedge.kube.resources import PODS
 
 TIMEOUT_S = 600.0
 POLL_S = 0.1
@@ -47,10 +49,8 @@ def _tree(pid: int) -> list[int]:
         except OSError:
             continue
         for t in tasks:
-            try:
+            with contextlib.suppress(OSError):
                 todo.extend(int(c) for c in (t / "children").read_text().split())
-            except OSError:
-                pass
     return out
 
 

@@ -7,6 +7,7 @@ EdgeHub (messages from ``edgecontroller``; answers to EdgeHub's sync requests).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -386,6 +387,27 @@ async def test_configmap_query_online_prefers_the_cloud_and_stores_its_answer(
     reply = await edge.from_edged("query", "default/configmap/cfg")
     assert reply.content == [configmap("cfg", a="new")]
     assert (await edge.store.get("default/configmap/cfg"))["data"] == {"a": "new"}
+
+
+async def test_every_cloud_answer_is_acked_as_upstreams_cloud_waits_for(edge: Edge) -> None:
+    # Upstream's cloudcore sends its ConfigMap answer as an ACK-required message and holds
+    # the node's queue until the ACK (25 s otherwise): issue 8.
+    answers: list[Message] = []
+
+    def answer(req: Message) -> Message:
+        reply = dataclasses.replace(response(req, configmap("cfg", a="new")),
+                                    source="edgecontroller", resourceversion="9")
+        answers.append(reply)
+        return reply
+
+    edge.hub.answer = answer
+    await edge.connect()
+    await edge.from_edged("query", "default/configmap/cfg")
+    sent = await edge.hub.wait_for(2)
+    ack = sent[1]
+    assert (ack.operation, ack.parent_msg_id, ack.content) == ("response", answers[0].msg_id,
+                                                               "OK")
+    assert ack.resource == "default/configmap/cfg"
 
 
 async def test_secret_query_falls_back_to_the_local_row_when_the_cloud_fails(

@@ -2,7 +2,8 @@
 
 With ``PYKUBEEDGE_WIRE_LOG=1`` in the environment, every text frame CloudHub and EdgeHub
 read or write is logged (logger ``pykubeedge.wire``, level INFO, at most ``MAX_LOGGED``
-bytes of each); otherwise nothing is logged and the cost is one boolean test::
+characters of each; ``PYKUBEEDGE_WIRE_LOG=full``: whole frames, for recording golden
+vectors); otherwise nothing is logged and the cost is one boolean test::
 
     wire_log("in", "edge-1", frame_bytes)     # "edge-1 <- {...}"
 """
@@ -18,6 +19,7 @@ log = logging.getLogger("pykubeedge.wire")
 ENV: Final = "PYKUBEEDGE_WIRE_LOG"
 MAX_LOGGED: Final = 2000
 ENABLED: Final = os.environ.get(ENV, "") not in ("", "0", "false")
+LIMIT: Final = None if os.environ.get(ENV) == "full" else MAX_LOGGED
 
 
 def wire_log(direction: str, peer: str, data: bytes | bytearray | memoryview | str) -> None:
@@ -26,4 +28,4 @@ def wire_log(direction: str, peer: str, data: bytes | bytearray | memoryview | s
         return
     raw = data if isinstance(data, str) else bytes(data).decode(errors="replace")
     arrow = "<-" if direction == "in" else "->"
-    log.info("%s %s %s", peer, arrow, raw[:MAX_LOGGED])
+    log.info("%s %s %s", peer, arrow, raw[:LIMIT])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 FRAME = re.compile(r"pykubeedge\.wire: \S+ (<-|->) (.*)$")
@@ -42,7 +43,7 @@ def main(args: list[str]) -> None:
     seen: set[tuple[str, ...]] = set()
     for arg in args:
         peer, path = arg.split("=", 1)
-        for line in open(path, errors="replace"):
+        for line in Path(path).read_text(errors="replace").splitlines():
             m = FRAME.search(line)
             if not m:
                 continue

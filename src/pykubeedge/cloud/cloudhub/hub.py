@@ -64,7 +64,9 @@ log = logging.getLogger(__name__)
 AckListener = Callable[[str, Message], None]
 NODE_CN_PREFIX = "system:node:"
 _VIADUCT_CONTROL = frozenset({Operation.CONFIG, Operation.PING, Operation.PONG})
-_TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL})
+# Node task reports of an edge (upstream: v1alpha1 "upgrade"/"prepull" results, and
+# v1alpha2's "UpdateNodeActionStatus", edge/pkg/common/message/nodetask.go); never answered.
+_TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL, "UpdateNodeActionStatus"})
 
 
 class _Refused(Exception):
@@ -393,7 +395,11 @@ class CloudHub:
             group = CloudGroup.EDGECONTROLLER
         assert self._ctx is not None
         delivered = await self._ctx.send_to_group(group, msg)
-        if not delivered:
+        if not delivered and group == CloudGroup.TASKMANAGER:
+            # No node task controller in this cloudcore: the report is kept in the log.
+            log.info("node task report %s %s (no task manager here): %s", msg.operation,
+                     msg.resource, str(msg.content)[:300])
+        elif not delivered:
             log.debug("no module in group %s for %s", group, msg)
 
 

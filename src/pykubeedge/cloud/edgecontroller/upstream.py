@@ -294,7 +294,10 @@ class Upstream:
         with an object (upstream sends nothing back); failures are logged per pod."""
         body = msg.content
         if isinstance(body, str | bytes):
-            body = orjson.loads(body) if body else []
+            try:
+                body = orjson.loads(body) if body else []
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError(f"podstatus update is not JSON: {exc}") from None
         items = body if isinstance(body, list) else [body]
         for item in items:
             if not isinstance(item, dict):

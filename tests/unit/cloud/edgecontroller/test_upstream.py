@@ -223,3 +223,11 @@ async def test_node_update_and_legacy_podstatus_are_served_for_the_node_itself()
     refused = await upstream.handle(_request("edge-2", "update", f"{NS}/podstatus", [
         {"uid": uid, "name": "web", "status": {"phase": "Failed"}}]))
     assert refused.operation == "error"
+
+
+async def test_bad_podstatus_content_is_a_clear_error_and_changes_nothing() -> None:
+    kube, _, upstream, _uid = await edge_with_pod()
+    for content in ("{not json", "[1, 2]", '[{"name": "web"}]'):
+        reply = await upstream.handle(_request("edge-1", "update", f"{NS}/podstatus", content))
+        assert reply.operation == "error", content
+    assert not [w for w in kube.writes if w[0] == "patch/status"]

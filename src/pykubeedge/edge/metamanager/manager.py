@@ -57,7 +57,7 @@ from pykubeedge.core.content import (
 )
 from pykubeedge.core.errors import DecodeError, StoreError
 from pykubeedge.core.message import Message, error_message, new_id, new_message, response
-from pykubeedge.core.objects import name_of, uid_of
+from pykubeedge.core.objects import name_of, resource_version_of, uid_of
 from pykubeedge.core.resource import EdgeResource, build_edge, parse_edge
 from pykubeedge.edge.metamanager.dao import DeleteOutcome, MetaStore
 from pykubeedge.edge.metamanager.metaserver import MetaServer
@@ -186,7 +186,7 @@ class MetaManager:
                     self._on_connection(msg)
                     continue
                 await self._slots.acquire()
-                key = msg.resource
+                key = _order_key(msg)
                 task = tasks.create_task(self._run_in_order(msg, self._tails.get(key)),
                                          name=f"metamanager:{msg.operation}:{key}")
                 self._tails[key] = task
@@ -442,6 +442,11 @@ class MetaManager:
         reply = await self._remote(req.msg)
         items = list_items(reply.content)
         if len(items) == 1 and isinstance(items[0], dict):
+            # A cloud update of this object may have been stored while the answer was on its
+            # way (cloud messages do not wait behind Edged's queries): the newer one wins.
+            local = await self.store.get(req.key)
+            if isinstance(local, dict) and _older(items[0], local):
+                return response_from_meta(req.msg, [local])
             await self.store.upsert(req.key, items[0])
         return response_from_meta(req.msg, items)
 
@@ -560,6 +565,23 @@ class MetaManager:
         if self._ctx is None:
             raise RuntimeError("MetaManager is not started")
         return self._ctx
+
+
+def _order_key(msg: Message) -> str:
+    """The key that orders messages: per resource, and per side. A cloud message never
+    waits behind an Edged request of the same resource that waits for the cloud, since
+    upstream's cloudcore may hold its answer back until that very message is ACKed (its
+    queue for a node moves one ACK at a time): a deadlock until the remote timeout."""
+    if msg.source in CLOUD_ONLY_SOURCES:
+        return msg.resource
+    return "edge:" + msg.resource
+
+
+def _older(answer: Any, local: Any) -> bool:
+    """Whether ``answer`` is an older version of the object than ``local`` (numeric
+    resourceVersions; anything else is not ordered, and the answer wins)."""
+    new, old = resource_version_of(answer), resource_version_of(local)
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
 
 
 _HANDLERS: Final = {

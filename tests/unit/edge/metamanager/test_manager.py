@@ -410,6 +410,32 @@ async def test_every_cloud_answer_is_acked_as_upstreams_cloud_waits_for(edge: Ed
     assert ack.resource == "default/configmap/cfg"
 
 
+async def test_a_cloud_update_never_waits_behind_an_edged_query_of_the_same_object(
+        edge: Edge) -> None:
+    # Upstream's cloudcore holds its answer to the query until the update it sent first is
+    # ACKed (one ACK message at a time per node): the update must not queue behind the query.
+    edge.manager.remote_query_timeout = 60.0
+    pending: list[Message] = []
+    edge.hub.answer = lambda req: pending.append(req) or None  # type: ignore[func-returns-value]
+    await edge.connect()
+    query = asyncio.ensure_future(edge.from_edged("query", "default/configmap/cfg"))
+    await edge.hub.wait_for(1)
+    update = await edge.from_cloud("update", "default/configmap/cfg",
+                                   {**configmap("cfg", a="new"),
+                                    "metadata": {"name": "cfg", "namespace": "default",
+                                                 "resourceVersion": "12"}})
+    acks = await edge.hub.wait_for(2)
+    assert (acks[1].operation, acks[1].parent_msg_id) == ("response", update.msg_id)
+    # Now the cloud answers the query, with the version it had before the update.
+    older = {**configmap("cfg", a="old"), "metadata": {"name": "cfg", "namespace": "default",
+                                                       "resourceVersion": "11"}}
+    assert edge.hive.respond(dataclasses.replace(response(pending[0], older),
+                                                 source="edgecontroller"))
+    reply = await query
+    assert reply.content[0]["data"] == {"a": "new"}  # the newer version wins
+    assert (await edge.store.get("default/configmap/cfg"))["data"] == {"a": "new"}
+
+
 async def test_secret_query_falls_back_to_the_local_row_when_the_cloud_fails(
         edge: Edge) -> None:
     secret = {"metadata": {"name": "s", "namespace": "default"}, "data": {"k": "dg=="}}

@@ -95,6 +95,7 @@ async def test_autonomy_across_an_upstream_cloudcore_restart(rig: InteropRig) ->
                      what="pod Running")
     containers = await steps.running_containers(rig, "e-web")
 
+    rig.outage = True  # the cloud is away on purpose (see rig.OUTAGE_LINES)
     await rig.stop_cloudcore()
     await kube(rig).patch(CONFIGMAPS, "e-cfg", {"data": {"v": "2"}}, namespace=NS)
     await steps.settle(5)  # the edge is on its own for a while

@@ -105,6 +105,7 @@ async def test_configmap_and_secret_updates_reach_the_edge(rig: InteropRig) -> N
 
 
 async def test_not_ready_then_ready_across_a_cloudcore_restart(rig: InteropRig) -> None:
+    rig.outage = True  # the cloud is away on purpose (see rig.OUTAGE_LINES)
     await rig.stop_cloudcore()
     await steps.timed("node NotReady with cloudcore down",
                       lambda: is_not(steps.ready_status(rig), "True"), timeout=90,

@@ -36,6 +36,8 @@ def _matches(obj: Obj, label_selector: str | None, field_selector: str | None) -
             return False
     if field_selector == "spec.nodeName!=":
         return bool((obj.get("spec") or {}).get("nodeName"))
+    if field_selector and field_selector.startswith("spec.nodeName="):
+        return (obj.get("spec") or {}).get("nodeName") == field_selector.split("=", 1)[1]
     return True
 
 

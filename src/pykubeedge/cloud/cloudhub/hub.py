@@ -64,7 +64,9 @@ log = logging.getLogger(__name__)
 AckListener = Callable[[str, Message], None]
 NODE_CN_PREFIX = "system:node:"
 _VIADUCT_CONTROL = frozenset({Operation.CONFIG, Operation.PING, Operation.PONG})
-_TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL})
+# Node task reports of an edge (upstream: v1alpha1 "upgrade"/"prepull" results, and
+# v1alpha2's "UpdateNodeActionStatus", edge/pkg/common/message/nodetask.go); never answered.
+_TASK_OPS = frozenset({Operation.UPGRADE, Operation.PREPULL, "UpdateNodeActionStatus"})
 
 
 class _Refused(Exception):
@@ -357,17 +359,26 @@ class CloudHub:
         if op in _VIADUCT_CONTROL:
             self.deliver(node_id, response(msg, "ack"))
             return
+        if not msg.resource and not msg.operation:
+            # What upstream's edgehub writes while it shuts down (a zero message from a
+            # closed channel): nothing to answer.
+            log.info("node %s sent an empty message; dropped", node_id)
+            return
         if msg.resource == ResourceType.K8S_CA:  # answered here, as upstream's CloudHub does
             reply = (response(msg, self.cluster_ca.decode()) if self.cluster_ca
                      else error_message(msg, "cloudcore does not know the cluster CA",
                                         source=CloudModule.CLOUDHUB))
-            self.deliver(node_id, reply)
+            # Group "resource", whatever the request's: upstream's edgehub drops a reply in
+            # any other group (its Go edge asks in group "meta").
+            self.deliver(node_id, dataclasses.replace(
+                reply, source=CloudModule.CLOUDHUB, group=MessageGroup.RESOURCE))
             return
         try:
             resource = prefix_for_cloud(node_id, msg.resource)
         except DecodeError as exc:
             log.warning("node %s: %s", node_id, exc)
-            self.deliver(node_id, error_message(msg, exc, source=CloudModule.CLOUDHUB))
+            self.deliver(node_id, error_message(msg, exc, source=CloudModule.CLOUDHUB,
+                                                group=MessageGroup.RESOURCE))
             return
         await self._publish_upstream(dataclasses.replace(msg, resource=resource))
 
@@ -384,7 +395,11 @@ class CloudHub:
             group = CloudGroup.EDGECONTROLLER
         assert self._ctx is not None
         delivered = await self._ctx.send_to_group(group, msg)
-        if not delivered:
+        if not delivered and group == CloudGroup.TASKMANAGER:
+            # No node task controller in this cloudcore: the report is kept in the log.
+            log.info("node task report %s %s (no task manager here): %s", msg.operation,
+                     msg.resource, str(msg.content)[:300])
+        elif not delivered:
             log.debug("no module in group %s for %s", group, msg)
 
 

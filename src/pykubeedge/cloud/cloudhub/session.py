@@ -25,6 +25,7 @@ from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import KeepaliveDeadline, NodeQueue
 from pykubeedge.core.message import Message
 from pykubeedge.transport.websocket import WebSocket
+from pykubeedge.transport.wirelog import wire_log
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class NodeSession:
     async def _read_loop(self) -> None:
         async for frame in self.ws:
             if frame.type == WSMsgType.TEXT:
+                wire_log("in", self.node_id, frame.data)
                 try:
                     msg = codec.decode(frame.data, self._max_frame)
                 except DecodeError as exc:
@@ -219,6 +221,7 @@ class NodeSession:
             self.queue.ack(msg.msg_id, self._clock.monotonic())
             return
         # A timeout scope, not wait_for: on 3.11 wait_for runs every write in a new Task.
+        wire_log("out", self.node_id, data)
         async with asyncio.timeout(self._write_timeout):
             await self.ws.send_frame(data, WSMsgType.TEXT)
         self.sent += 1

@@ -91,6 +91,10 @@ class EdgeController:
         self._tasks: asyncio.TaskGroup | None = None
         self._reconcile_again: set[str] = set()
         self._reconcile_full: set[str] = set()
+        # Nodes given their full re-send on the current connection: a node registering again
+        # with nothing changed (upstream's edge does every few seconds while it is unsure of
+        # its registration) gets one per connection, not one per registration.
+        self._full_sent: set[str] = set()
 
     async def start(self, ctx: BeehiveContext) -> None:
         self._ctx = ctx
@@ -266,6 +270,7 @@ class EdgeController:
             log.warning("connection event for no node: %s", msg)
             return
         log.info("node %s %s", node, msg.operation)
+        self._full_sent.discard(node)
         if msg.operation == Operation.CONNECTED and self.synced.is_set():
             self._reconcile_soon(node)
 
@@ -312,7 +317,12 @@ class EdgeController:
                             exc)
             if self.synced.is_set() and _registered(msg, reply):
                 # The node registered: edgecore started, maybe on a new or wiped database.
-                self._reconcile_soon(node_of(msg.resource), full=True)
+                node = node_of(msg.resource)
+                if node in self._full_sent:
+                    log.debug("node %s registered again on this connection; no re-send", node)
+                else:
+                    self._full_sent.add(node)
+                    self._reconcile_soon(node, full=True)
 
 
 def _scheduled(pod: dict[str, Any]) -> bool:

@@ -11,18 +11,29 @@ bound to it, and read only the ConfigMaps and Secrets its pods reference.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import orjson
+from cryptography import x509
+
 from pykubeedge.cloud.edgecontroller.location import LocationCache
 from pykubeedge.core.constants import CloudModule, MessageGroup, Operation
 from pykubeedge.core.content import error_reply, json_object, object_reply, status_of
 from pykubeedge.core.errors import Conflict, DecodeError, KubeError, NotAllowed, NotFound
 from pykubeedge.core.message import Message, error_message
-from pykubeedge.core.objects import uid_of
+from pykubeedge.core.objects import (
+    metadata_of,
+    name_of,
+    node_name_of,
+    resource_version_of,
+    spec_of,
+    uid_of,
+)
 from pykubeedge.core.resource import CloudResource, parse_cloud
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.resources import (
@@ -33,6 +44,7 @@ from pykubeedge.kube.resources import (
     PODS,
     SECRETS,
     SERVICEACCOUNTS,
+    Resource,
 )
 
 log = logging.getLogger(__name__)
@@ -41,12 +53,23 @@ Handler = Callable[[str, CloudResource, Message], Awaitable[Any]]
 OBJECT_RESP: Final = frozenset({
     ("node", Operation.INSERT), ("nodepatch", Operation.PATCH), ("podpatch", Operation.PATCH),
     ("lease", Operation.INSERT), ("lease", Operation.UPDATE), ("lease", Operation.QUERY),
-    ("pod", Operation.INSERT),
+    ("pod", Operation.INSERT), ("certificatesigningrequest", Operation.INSERT),
 })
 """Requests upstream answers with an ``ObjectResp`` (``core.content.object_reply``)."""
-_POD_IDENTITY: Final = ("name", "namespace", "uid", "resourceVersion")
+PERSISTENTVOLUMES: Final = Resource("", "v1", "persistentvolumes", "PersistentVolume",
+                                    namespaced=False)
+PERSISTENTVOLUMECLAIMS: Final = Resource("", "v1", "persistentvolumeclaims",
+                                         "PersistentVolumeClaim")
+VOLUMEATTACHMENTS: Final = Resource("storage.k8s.io", "v1", "volumeattachments",
+                                    "VolumeAttachment", namespaced=False)
+CSRS: Final = Resource("certificates.k8s.io", "v1", "certificatesigningrequests",
+                       "CertificateSigningRequest", namespaced=False)
 _PLURALS: Final = {"node": NODES.plural, "nodepatch": NODES.plural, "podpatch": PODS.plural,
-                   "lease": LEASES.plural, "pod": PODS.plural}
+                   "lease": LEASES.plural, "pod": PODS.plural,
+                   "certificatesigningrequest": CSRS.plural}
+_KIND_OF: Final = {r.plural: r for r in (NODES, PODS, LEASES, CSRS)}
+_CSR_SIGNERS: Final = frozenset({"kubernetes.io/kubelet-serving",
+                                 "kubernetes.io/kube-apiserver-client-kubelet"})
 CONFIG_MIRROR: Final = "kubernetes.io/config.mirror"
 RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
 # Labels a node may never set on itself: they steer workloads (NodeRestriction's rule).
@@ -78,19 +101,14 @@ def _status_only(patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pod_status_view(pod: dict[str, Any]) -> dict[str, Any]:
-    """What the edge needs back from a pod status patch: the Pod's identity, resourceVersion
-    and status (kubelet's status manager reads no more), not its spec or managed fields.
-
-    >>> pod_status_view({"metadata": {"name": "web", "managedFields": []}, "spec": {},
-    ...                  "status": {"phase": "Running"}})
-    {'apiVersion': 'v1', 'kind': 'Pod', 'metadata': {'name': 'web'}, 'status': {'phase': 'Running'}}
-    """
-    meta = pod.get("metadata")
-    meta = meta if isinstance(meta, dict) else {}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {k: meta[k] for k in _POD_IDENTITY if k in meta},
-            "status": pod.get("status") or {}}
+def typed(obj: Any, res: Resource) -> Any:
+    """``obj`` with its ``kind`` and ``apiVersion`` (the API server leaves them out of some
+    answers, and upstream's Go edge refuses an object without them: ``Object 'Kind' is
+    missing``)."""
+    if isinstance(obj, dict):
+        obj.setdefault("kind", res.kind)
+        obj.setdefault("apiVersion", res.api_version)
+    return obj
 
 
 def _restricted(label: str) -> bool:
@@ -107,6 +125,13 @@ class Upstream:
         self._handlers: dict[tuple[str, str], Handler] = {
             ("node", Operation.INSERT): self._register_node,
             ("node", Operation.QUERY): self._get_node,
+            ("node", Operation.UPDATE): self._update_node,
+            ("podstatus", Operation.UPDATE): self._update_pod_statuses,
+            ("persistentvolume", Operation.QUERY): self._get_persistent_volume,
+            ("persistentvolumeclaim", Operation.QUERY): self._get_persistent_volume_claim,
+            ("volumeattachment", Operation.QUERY): self._get_volume_attachment,
+            ("certificatesigningrequest", Operation.INSERT): self._create_csr,
+            ("certificatesigningrequest", Operation.QUERY): self._get_csr,
             ("nodepatch", Operation.PATCH): self._patch_node_status,
             ("nodestatus", Operation.UPDATE): self._update_node_status,
             ("podpatch", Operation.PATCH): self._patch_pod_status,
@@ -156,7 +181,11 @@ class Upstream:
                 failure = status_of(exc, name=res.name, kind=_PLURALS.get(res.resource_type, ""))
                 return reply_to(msg, error_reply(failure))
             return error_to(msg, exc)
-        return reply_to(msg, object_reply(result) if object_resp else result)
+        reply = reply_to(msg, object_reply(result) if object_resp else result)
+        rv = resource_version_of(result)
+        if rv:  # upstream sets the answered object's version on the reply's header
+            reply = dataclasses.replace(reply, resourceversion=rv)
+        return reply
 
     # -- nodes -------------------------------------------------------------------------------
 
@@ -189,11 +218,30 @@ class Upstream:
         patched = await self.kube.patch(NODES, node, {"metadata": {
             "labels": labels, "annotations": {"cloudcore": self.cloudcore_address}}})
         log.info("node %s registered", node)
-        return patched
+        return typed(patched, NODES)
 
     async def _get_node(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
-        return await self.kube.get(NODES, node)
+        return typed(await self.kube.get(NODES, node), NODES)
+
+    async def _update_node(self, node: str, res: CloudResource, msg: Message) -> Any:
+        """Edged's ``null/node/<name>`` update (upstream ``updateNode``): the node's labels,
+        annotations and taints as the edge sees them; its status goes by ``nodepatch``.
+        Answered "OK", as upstream does."""
+        self._own_node(node, res)
+        obj = _json_content(msg)
+        meta = metadata_of(obj)
+        if meta.get("name") not in (None, node):
+            raise NotAllowed(f"node {node} may not update a node named {meta.get('name')!r}")
+        labels = {k: v for k, v in (meta.get("labels") or {}).items()
+                  if not k.startswith(FORBIDDEN_LABEL_PREFIX)}
+        patch: dict[str, Any] = {"metadata": {"labels": labels,
+                                              "annotations": meta.get("annotations") or {}}}
+        taints = spec_of(obj).get("taints")
+        if isinstance(taints, list):
+            patch["spec"] = {"taints": taints}
+        await self.kube.patch(NODES, node, patch)
+        return "OK"
 
     async def _patch_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
@@ -201,7 +249,7 @@ class Upstream:
         # The kubelet endpoint is set at registration, then CloudStream's to keep (it points
         # the API server at the tunnel); upstream likewise keeps a port already set.
         patch["status"].pop("daemonEndpoints", None)
-        return await self.kube.patch_status(NODES, node, patch)
+        return typed(await self.kube.patch_status(NODES, node, patch), NODES)
 
     async def _update_node_status(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_node(node, res)
@@ -236,7 +284,42 @@ class Upstream:
         # cache saw it, the API server refuses instead of patching the new incarnation.
         patch["metadata"] = {"uid": uid}
         updated = await self.kube.patch_status(PODS, res.name, patch, namespace=res.namespace)
-        return pod_status_view(updated)
+        # The whole Pod, as upstream answers: the Go edge stores the answer as its pod
+        # (client/pod.go, updatePodDB), so a status-only view would erase the spec there.
+        return typed(updated, PODS)
+
+    async def _update_pod_statuses(self, node: str, res: CloudResource, msg: Message) -> Any:
+        """The legacy ``<ns>/podstatus`` update: a list of ``{"uid", "name", "status"}``
+        (upstream ``PodStatusRequest``), each patched like a ``podpatch``. Not answered
+        with an object (upstream sends nothing back); failures are logged per pod."""
+        body = msg.content
+        if isinstance(body, str | bytes):
+            try:
+                body = orjson.loads(body) if body else []
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError(f"podstatus update is not JSON: {exc}") from None
+        items = body if isinstance(body, list) else [body]
+        for item in items:
+            if not isinstance(item, dict):
+                raise DecodeError("a podstatus update must be a list of objects")
+            name = item.get("name") or item.get("Name")
+            status = item.get("status") or item.get("Status")
+            want_uid = item.get("uid") or item.get("UID") or ""
+            if not isinstance(name, str) or not isinstance(status, dict):
+                raise DecodeError("a podstatus entry needs a name and a status")
+            uid = self._own_pod(node, res.namespace, name)
+            if want_uid and want_uid != uid:
+                log.info("node %s: stale podstatus of %s/%s (uid %s)", node, res.namespace,
+                         name, want_uid)
+                continue
+            try:
+                await self.kube.patch_status(PODS, name, {"metadata": {"uid": uid},
+                                                          "status": status},
+                                             namespace=res.namespace)
+            except KubeError as exc:
+                log.info("node %s: podstatus of %s/%s not written: %s", node, res.namespace,
+                         name, exc)
+        return "OK"
 
     async def _delete_pod(self, node: str, res: CloudResource, msg: Message) -> Any:
         """The edge has stopped a terminating pod: finish its deletion (as kubelet does)."""
@@ -265,27 +348,25 @@ class Upstream:
         lease = _json_content(msg)
         spec = lease.get("spec") or {}
         try:
-            return await self.kube.patch(LEASES, node, {"spec": spec}, namespace=res.namespace)
+            return typed(await self.kube.patch(LEASES, node, {"spec": spec},
+                                               namespace=res.namespace), LEASES)
         except NotFound:
             body = {"metadata": {"name": node, "namespace": res.namespace,
                                  "ownerReferences": (lease.get("metadata") or {}).get(
                                      "ownerReferences") or []},
                     "spec": spec}
-            return await self.kube.create(LEASES, body)
+            return typed(await self.kube.create(LEASES, body), LEASES)
 
     async def _get_lease(self, node: str, res: CloudResource, msg: Message) -> Any:
         self._own_lease(node, res)
-        return await self.kube.get(LEASES, node, namespace=res.namespace)
+        return typed(await self.kube.get(LEASES, node, namespace=res.namespace), LEASES)
 
     async def _get_referenced(self, node: str, res: CloudResource, msg: Message) -> Any:
         kind = res.resource_type
         if not self.location.node_uses(node, kind, res.namespace, res.name):
             raise NotAllowed(f"no pod on node {node} uses {kind} {res.namespace}/{res.name}")
         api = CONFIGMAPS if kind == "configmap" else SECRETS
-        obj = await self.kube.get(api, res.name, namespace=res.namespace)
-        obj.setdefault("kind", api.kind)
-        obj.setdefault("apiVersion", api.api_version)
-        return obj
+        return typed(await self.kube.get(api, res.name, namespace=res.namespace), api)
 
     async def _service_account_token(self, node: str, res: CloudResource, msg: Message) -> Any:
         """A token for a ServiceAccount a pod of this node runs as (TokenRequest API)."""
@@ -299,8 +380,9 @@ class Upstream:
         if isinstance(bound, dict) and bound.get("kind") == "Pod":
             self._own_pod(node, res.namespace, str(bound.get("name")))
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
-        return await self.kube.request(
+        token = await self.kube.request(
             "POST", SERVICEACCOUNTS.path(res.namespace, res.name, "token"), body=body)
+        return typed(token, _TOKEN_REQUEST)
 
     async def _create_event(self, node: str, res: CloudResource, msg: Message) -> Any:
         event = _json_content(msg)
@@ -363,4 +445,83 @@ class Upstream:
             meta.pop(key, None)
         meta["namespace"] = res.namespace
         pod.pop("status", None)
-        return await self.kube.create(PODS, pod)
+        return typed(await self.kube.create(PODS, pod), PODS)
+
+    # -- volumes and certificates ----------------------------------------------------------
+
+    async def _claims_of(self, node: str) -> set[tuple[str, str]]:
+        """(namespace, claim) of every PersistentVolumeClaim the node's pods mount."""
+        pods = await self.kube.list(PODS, field_selector=f"spec.nodeName={node}")
+        claims: set[tuple[str, str]] = set()
+        for pod in pods.get("items") or []:
+            spec = pod.get("spec") if isinstance(pod, dict) else None
+            for vol in (spec or {}).get("volumes") or []:
+                pvc = vol.get("persistentVolumeClaim") if isinstance(vol, dict) else None
+                if isinstance(pvc, dict) and isinstance(pvc.get("claimName"), str):
+                    claims.add((str((pod.get("metadata") or {}).get("namespace")),
+                                pvc["claimName"]))
+        return claims
+
+    async def _get_persistent_volume_claim(self, node: str, res: CloudResource,
+                                           msg: Message) -> Any:
+        if (res.namespace, res.name) not in await self._claims_of(node):
+            raise NotAllowed(f"no pod on node {node} mounts claim {res.namespace}/{res.name}")
+        return typed(await self.kube.get(PERSISTENTVOLUMECLAIMS, res.name,
+                                         namespace=res.namespace), PERSISTENTVOLUMECLAIMS)
+
+    async def _get_persistent_volume(self, node: str, res: CloudResource, msg: Message) -> Any:
+        pv = await self.kube.get(PERSISTENTVOLUMES, res.name)
+        ref = (pv.get("spec") or {}).get("claimRef") or {}
+        if (ref.get("namespace"), ref.get("name")) not in await self._claims_of(node):
+            raise NotAllowed(f"no pod on node {node} mounts volume {res.name!r}")
+        return typed(pv, PERSISTENTVOLUMES)
+
+    async def _get_volume_attachment(self, node: str, res: CloudResource, msg: Message) -> Any:
+        va = await self.kube.get(VOLUMEATTACHMENTS, res.name)
+        if node_name_of(va) != node:
+            raise NotAllowed(f"volume attachment {res.name!r} is not for node {node}")
+        return typed(va, VOLUMEATTACHMENTS)
+
+    @staticmethod
+    def _own_csr(node: str, csr: dict[str, Any]) -> None:
+        """A node may only ask for its own kubelet certificates: a kubelet signer and a
+        request whose subject is ``system:node:<node>``."""
+        spec = csr.get("spec") if isinstance(csr.get("spec"), dict) else {}
+        if (spec or {}).get("signerName") not in _CSR_SIGNERS:
+            raise NotAllowed(f"node {node} may only ask the kubelet signers")
+        if csr_common_name((spec or {}).get("request")) != f"system:node:{node}":
+            raise NotAllowed(f"node {node} may only ask for a certificate of "
+                             f"system:node:{node}")
+
+    async def _create_csr(self, node: str, res: CloudResource, msg: Message) -> Any:
+        csr = _json_content(msg)
+        if name_of(csr) != res.name:
+            raise NotAllowed(f"CSR {name_of(csr)!r} does not match its resource")
+        self._own_csr(node, csr)
+        meta = csr.setdefault("metadata", {})
+        for key in ("resourceVersion", "uid", "creationTimestamp"):
+            meta.pop(key, None)
+        csr.pop("status", None)
+        return typed(await self.kube.create(CSRS, csr), CSRS)
+
+    async def _get_csr(self, node: str, res: CloudResource, msg: Message) -> Any:
+        csr = await self.kube.get(CSRS, res.name)
+        self._own_csr(node, csr)
+        return typed(csr, CSRS)
+
+
+_TOKEN_REQUEST: Final = Resource("authentication.k8s.io", "v1", "tokenrequests", "TokenRequest")
+
+
+def csr_common_name(request: Any) -> str:
+    """The subject CN of a CSR's ``spec.request`` (base64 of a PEM request), or ""."""
+    if not isinstance(request, str):
+        return ""
+    try:
+        pem = base64.b64decode(request, validate=True)
+        req = x509.load_pem_x509_csr(pem)
+        names = req.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except (ValueError, TypeError):
+        return ""
+    value = names[0].value if names else ""
+    return value if isinstance(value, str) else value.decode(errors="replace")

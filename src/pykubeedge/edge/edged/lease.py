@@ -13,7 +13,7 @@ from typing import Any
 
 from pykubeedge.core.constants import Operation, ResourceType
 from pykubeedge.core.resource import build_edge
-from pykubeedge.edge.edged.metaclient import MetaRequestError, object_resp
+from pykubeedge.edge.edged.metaclient import MetaRequestError, list_items, object_resp
 from pykubeedge.edge.edged.node import NODE_LEASE_NAMESPACE, lease_object
 from pykubeedge.edge.edged.nodestatus import NodeStatus
 from pykubeedge.edge.edged.state import EdgedState
@@ -42,7 +42,7 @@ class NodeLease:
     async def renew(self) -> bool:
         """Create (first) or update the node Lease; True on success."""
         resource = build_edge(NODE_LEASE_NAMESPACE, ResourceType.LEASE, self.s.node_name)
-        for _ in range(2):  # an "already exists" insert is retried at once as an update
+        for _ in range(2):  # "already exists" or a conflict: re-read, then update at once
             operation = Operation.UPDATE if self._created else Operation.INSERT
             lease = lease_object(
                 self.s.node_name,
@@ -58,8 +58,11 @@ class NodeLease:
                     raise MetaRequestError(err)
             except MetaRequestError as exc:
                 text = str(exc).lower()
-                if operation == Operation.INSERT and "already exists" in text:
+                if "already exists" in text or _is_conflict(text):
+                    # The Lease exists (edgecore restarted) or moved on: an update needs its
+                    # current resourceVersion, or the API server refuses it.
                     self._created = True
+                    self._lease = await self._read(resource)
                     continue
                 if operation == Operation.UPDATE and "not found" in text:
                     self._created, self._lease = False, None
@@ -77,3 +80,22 @@ class NodeLease:
                 self.node.force_update()
             return True
         return False
+
+    async def _read(self, resource: str) -> dict[str, Any] | None:
+        """The node's Lease as the API server has it now (through MetaManager), or None."""
+        try:
+            content = await self.s.meta.request(Operation.QUERY, resource)
+        except MetaRequestError as exc:
+            log.info("edged: lease not re-read: %s", exc)
+            return None
+        obj, err = object_resp(content)
+        if obj is None and not err:
+            items = list_items(content)
+            obj = items[0] if len(items) == 1 else None
+        return obj if obj is not None and not err else None
+
+
+def _is_conflict(text: str) -> bool:
+    """Whether an error text is the API server's optimistic-concurrency refusal."""
+    return ("the object has been modified" in text or "conflict" in text
+            or "resourceversion" in text)

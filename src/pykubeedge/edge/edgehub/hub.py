@@ -50,12 +50,13 @@ from pykubeedge.core.constants import (
     Source,
 )
 from pykubeedge.core.errors import ConfigError, DecodeError, StoreError
-from pykubeedge.core.message import Message, error_message, new_message
+from pykubeedge.core.message import Message, error_message, new_message, response
 from pykubeedge.core.ratelimit import TokenBucket
 from pykubeedge.core.resource import parse_edge
 from pykubeedge.edge.edgehub.outbox import MessageStore
 from pykubeedge.transport.tls import client_context_from_files
 from pykubeedge.transport.websocket import Dial, WebSocket
+from pykubeedge.transport.wirelog import wire_log
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class EdgeHub:
     async def _read(self, ctx: BeehiveContext, ws: WebSocket) -> None:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
+                wire_log("in", "cloud", frame.data)
                 try:
                     msg = codec.decode(frame.data, self.s.max_frame)
                 except DecodeError as exc:
@@ -269,13 +271,23 @@ class EdgeHub:
             elif msg.source == Source.ROUTER_SERVICEBUS:
                 target = EdgeGroup.USER
             else:
-                log.warning("no edge module for user message from %r", msg.source)
+                await self._ack_unhandled(msg, f"user message from {msg.source!r}")
                 return
         else:
-            log.warning("no edge module for group %r (%s)", group, msg)
+            await self._ack_unhandled(msg, f"group {group!r}")
             return
         if not await ctx.send_to_group(target, msg):
-            log.debug("no module in edge group %s for %s", target, msg)
+            await self._ack_unhandled(msg, f"edge group {target} (no module)")
+
+    async def _ack_unhandled(self, msg: Message, what: str) -> None:
+        """A cloud message no module here takes (a device with no DeviceTwin, a task with
+        no TaskManager): logged and ACKed, so the cloud's queue for this node moves on
+        instead of waiting for the ACK (upstream's cloudcore waits 25 s for each)."""
+        log.info("nothing handles %s (%s %s); ACKed as unsupported", what, msg.operation,
+                 msg.resource)
+        if msg.operation in (Operation.RESPONSE, Operation.ERROR) or msg.parent_msg_id:
+            return  # an answer is never answered
+        await self.send(response(msg, Content.ACK_OK))
 
     async def _publish_connection(self, ctx: BeehiveContext, content: str) -> None:
         for group in CONNECTION_EVENT_GROUPS:
@@ -337,7 +349,9 @@ class EdgeHub:
             msg = dataclasses.replace(msg, sync=False)
         # A timeout scope, not wait_for: on 3.11 wait_for can swallow a cancellation.
         async with asyncio.timeout(self.s.write_timeout):
-            await ws.send_frame(codec.encode(msg), WSMsgType.TEXT)
+            data = codec.encode(msg)
+            wire_log("out", "cloud", data)
+            await ws.send_frame(data, WSMsgType.TEXT)
 
 
 # Status that only matters in its newest version: while disconnected, a newer one replaces

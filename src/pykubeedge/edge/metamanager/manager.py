@@ -57,7 +57,7 @@ from pykubeedge.core.content import (
 )
 from pykubeedge.core.errors import DecodeError, StoreError
 from pykubeedge.core.message import Message, error_message, new_id, new_message, response
-from pykubeedge.core.objects import name_of, uid_of
+from pykubeedge.core.objects import name_of, resource_version_of, uid_of
 from pykubeedge.core.resource import EdgeResource, build_edge, parse_edge
 from pykubeedge.edge.metamanager.dao import DeleteOutcome, MetaStore
 from pykubeedge.edge.metamanager.metaserver import MetaServer
@@ -186,7 +186,7 @@ class MetaManager:
                     self._on_connection(msg)
                     continue
                 await self._slots.acquire()
-                key = msg.resource
+                key = _order_key(msg)
                 task = tasks.create_task(self._run_in_order(msg, self._tails.get(key)),
                                          name=f"metamanager:{msg.operation}:{key}")
                 self._tails[key] = task
@@ -250,14 +250,28 @@ class MetaManager:
         if op in (Operation.RESPONSE, Operation.ERROR):
             await self._on_cloud_reply(msg)
             return
-        if op not in _HANDLERS:
-            raise DecodeError(f"unsupported operation {op!r}")
-        res = parse_edge(msg.resource, op)
-        if res.resource_type not in KNOWN_TYPES:
-            raise DecodeError(f"unknown resource type {res.resource_type!r}")
         from_edge = msg.source not in CLOUD_ONLY_SOURCES
+        if op not in _HANDLERS:
+            if not from_edge:
+                await self._ack_unsupported(msg, f"operation {op!r}")
+                return
+            raise DecodeError(f"unsupported operation {op!r}")
+        res = parse_edge(msg.resource, op)  # a malformed resource is bad input: an error
+        if res.resource_type not in KNOWN_TYPES:
+            if not from_edge:
+                await self._ack_unsupported(msg, f"resource type {res.resource_type!r}")
+                return
+            raise DecodeError(f"unknown resource type {res.resource_type!r}")
         req = _Request(msg, res, from_edge)
         await _HANDLERS[op](self, req)
+
+    async def _ack_unsupported(self, msg: Message, what: str) -> None:
+        """A cloud message this edge does not handle: ACKed all the same, so the cloud's
+        per-node queue moves on (upstream's cloudcore waits for each ACK before the next
+        message), and logged once per message."""
+        log.info("unsupported %s from %s (%s %s); ACKed", what, msg.source, msg.operation,
+                 msg.resource)
+        await self._send(self.send_module, response(msg, Content.ACK_OK))
 
     # -- insert / update ---------------------------------------------------------------------
 
@@ -428,12 +442,19 @@ class MetaManager:
         reply = await self._remote(req.msg)
         items = list_items(reply.content)
         if len(items) == 1 and isinstance(items[0], dict):
+            # A cloud update of this object may have been stored while the answer was on its
+            # way (cloud messages do not wait behind Edged's queries): the newer one wins.
+            local = await self.store.get(req.key)
+            if isinstance(local, dict) and _older(items[0], local):
+                return response_from_meta(req.msg, [local])
             await self.store.upsert(req.key, items[0])
         return response_from_meta(req.msg, items)
 
     # -- replies from the cloud that nobody waits for ------------------------------------------
 
     async def _on_cloud_reply(self, msg: Message) -> None:
+        if msg.source in CLOUD_ONLY_SOURCES:
+            await self._ack_reply(msg)  # a late answer: its waiter gave up, the cloud waits
         if msg.operation == Operation.ERROR:
             log.warning("the cloud reported an error for %s: %s", msg.resource,
                         str(msg.content)[:300])
@@ -489,12 +510,20 @@ class MetaManager:
                 f"no answer from the cloud within {self.remote_query_timeout:g}s") from None
         except UnknownModuleError:
             raise RemoteError(f"no module {self.send_module!r} to reach the cloud") from None
+        await self._ack_reply(reply)
         if reply.operation == Operation.ERROR:
             raise RemoteError(str(reply.content))
         answer = parse_object_reply(reply.content)
         if answer.failed:  # an ObjectResp whose Err is set (a StatusError, or older text)
             raise RemoteError(answer.error)
         return reply
+
+    async def _ack_reply(self, reply: Message) -> None:
+        """ACK a cloud reply (upstream's MetaManager ACKs every answer it gets, and upstream's
+        cloudcore waits for the ACK of its ConfigMap, Secret and volume answers before it
+        sends the node anything else)."""
+        if reply.operation == Operation.RESPONSE and reply.content != Content.ACK_OK:
+            await self._send(self.send_module, response(reply, Content.ACK_OK))
 
     async def _to_cloud(self, msg: Message, *, content: Any = None) -> None:
         """Send a copy of ``msg`` to the cloud (a fresh id: the original may be a sync
@@ -536,6 +565,23 @@ class MetaManager:
         if self._ctx is None:
             raise RuntimeError("MetaManager is not started")
         return self._ctx
+
+
+def _order_key(msg: Message) -> str:
+    """The key that orders messages: per resource, and per side. A cloud message never
+    waits behind an Edged request of the same resource that waits for the cloud, since
+    upstream's cloudcore may hold its answer back until that very message is ACKed (its
+    queue for a node moves one ACK at a time): a deadlock until the remote timeout."""
+    if msg.source in CLOUD_ONLY_SOURCES:
+        return msg.resource
+    return "edge:" + msg.resource
+
+
+def _older(answer: Any, local: Any) -> bool:
+    """Whether ``answer`` is an older version of the object than ``local`` (numeric
+    resourceVersions; anything else is not ordered, and the answer wins)."""
+    new, old = resource_version_of(answer), resource_version_of(local)
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
 
 
 _HANDLERS: Final = {

@@ -200,3 +200,21 @@ async def test_node_limit_refuses_a_new_node_but_not_a_returning_one() -> None:
         again = await c.connect(NODE)  # replaces its own session: allowed
         assert not again.ws.closed
         assert c.network.refused == 1
+
+
+async def test_the_cluster_ca_answer_travels_in_group_resource_and_empty_messages_drop() -> None:
+    # Upstream's Go edge asks in group "meta"; its edgehub drops an answer in any group but
+    # resource/func/twin/user/taskmanager, so the answer is in "resource" whatever the ask.
+    from pykubeedge.core.message import new_message
+    async with cloud(cluster_ca=b"-----BEGIN CERTIFICATE-----\n") as c:
+        edge = await c.connect()
+        ask = new_message(source="edged", group="meta", operation="query",
+                          resource="k8s/ca.crt")
+        await edge.send(ask)
+        await edge.send(Message())  # what a stopping Go edgehub writes
+        await c.clock.settle()
+        [answer] = [m for m in edge.received if m.parent_msg_id == ask.msg_id]
+        assert (answer.group, answer.operation) == ("resource", "response")
+        assert answer.content.startswith("-----BEGIN CERTIFICATE-----")
+        assert len(edge.received) == 1  # nothing answered the empty message
+        assert not edge.ws.closed

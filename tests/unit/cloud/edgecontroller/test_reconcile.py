@@ -135,3 +135,32 @@ async def test_a_restarted_cloudcore_does_not_resend_what_was_acked() -> None:
         assert set(kinds(edge)) == {("delete", f"{NS}/configmap/cfg")}
         assert not cc.sync.records_of(NODE) or all(
             r.kind != "ConfigMap" for r in cc.sync.records_of(NODE))
+
+
+async def test_registering_again_on_one_connection_re_sends_everything_only_once() -> None:
+    # Upstream's edge registers its node again every few seconds while it is unsure of the
+    # answer: one full re-send per connection, not one per registration (issue 8).
+    from pykubeedge.core.message import new_message
+    kube = FakeKube()
+    await seed(kube)
+    async with cloudcore(kube) as cc:
+        edge = await cc.connect()
+        await until(lambda: len(edge.received) == 3, "node, configmap and pod sent")
+        await until(lambda: len(cc.sync.records_of(NODE)) == 3, "ACKs recorded")
+
+        def register() -> object:
+            return edge.send(new_message(
+                source="edged", group="meta", operation="insert",
+                resource=f"null/node/{NODE}",
+                content={"metadata": {"name": NODE}, "status": {}}))
+
+        await register()
+        await until(lambda: sum(1 for m in edge.received
+                                if m.resource == f"{NS}/pod/web") == 2,
+                    "the full re-send after the first registration")
+        await cc.clock.advance(7)  # settled: resends of the re-send's versions, if any, done
+        pod_sends = sum(1 for m in edge.received if m.resource == f"{NS}/pod/web")
+        for _ in range(3):
+            await register()
+            await cc.clock.advance(7)
+        assert sum(1 for m in edge.received if m.resource == f"{NS}/pod/web") == pod_sends

@@ -30,15 +30,17 @@ async def edge_with_pod(node: str = "edge-1") -> tuple[FakeKube, LocationCache, 
     return kube, location, Upstream(kube, location), pod["metadata"]["uid"]  # type: ignore[arg-type]
 
 
-async def test_a_status_patch_of_its_own_pod_needs_no_get_and_returns_the_status_only() -> None:
+async def test_a_status_patch_of_its_own_pod_needs_no_get_and_returns_the_whole_pod() -> None:
     kube, _, upstream, uid = await edge_with_pod()
     reply = await upstream.handle(patch_message("edge-1", "web", {
         "metadata": {"uid": uid}, "status": {"phase": "Running", "podIP": "10.88.0.2"}}))
     assert reply.operation == "response" and reply.group == "resource"
     assert reply.content["Err"] is None
     returned = reply.content["Object"]
-    assert set(returned) == {"apiVersion", "kind", "metadata", "status"}  # no spec
-    assert set(returned["metadata"]) == {"name", "namespace", "uid", "resourceVersion"}
+    # The whole Pod: upstream's Go edge stores the answer as its copy of the pod.
+    assert returned["kind"] == "Pod" and returned["apiVersion"] == "v1"
+    assert returned["spec"]["nodeName"] == "edge-1"
+    assert reply.resourceversion == returned["metadata"]["resourceVersion"]
     assert returned["status"]["phase"] == "Running"
     assert kube.reads == []  # answered from the location cache
     assert kube.writes[-1] == ("patch/status", "pods", f"{NS}/web")
@@ -119,3 +121,113 @@ async def test_a_repeated_event_arrives_as_upstreams_event_patch() -> None:
                         resource=f"node/edge-2/{NS}/event/web.17",
                         content={"event": event, "patchData": "{}"})
     assert (await upstream.handle(other)).operation == "error"
+
+
+def _request(node: str, operation: str, resource: str, content: object = None) -> Message:
+    return new_message(source="edged", group="resource", operation=operation,
+                       resource=f"node/{node}/{resource}", content=content)
+
+
+async def test_a_missing_lease_is_a_not_found_status_error_the_go_edge_decodes() -> None:
+    _, _, upstream, _uid = await edge_with_pod()
+    reply = await upstream.handle(_request("edge-1", "query", "kube-node-lease/lease/edge-1"))
+    assert reply.operation == "response" and reply.group == "resource"
+    assert reply.content["Object"] is None
+    status = reply.content["Err"]["ErrStatus"]
+    assert (status["kind"], status["reason"], status["code"]) == ("Status", "NotFound", 404)
+    created = await upstream.handle(_request("edge-1", "insert", "kube-node-lease/lease/edge-1", {
+        "metadata": {"name": "edge-1", "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": "edge-1", "leaseDurationSeconds": 40}}))
+    lease = created.content["Object"]
+    assert (lease["kind"], lease["apiVersion"]) == ("Lease", "coordination.k8s.io/v1")
+    assert created.content["Err"] is None
+    assert created.resourceversion == lease["metadata"]["resourceVersion"]
+
+
+async def test_volume_queries_answer_only_what_the_nodes_pods_mount() -> None:
+    from pykubeedge.cloud.edgecontroller.upstream import (
+        PERSISTENTVOLUMECLAIMS,
+        PERSISTENTVOLUMES,
+        VOLUMEATTACHMENTS,
+    )
+    kube, _, upstream, _uid = await edge_with_pod()
+    await kube.create(PODS, {"metadata": {"name": "db", "namespace": NS}, "spec": {
+        "nodeName": "edge-1", "containers": [],
+        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}})
+    await kube.create(PERSISTENTVOLUMECLAIMS, {"metadata": {"name": "data", "namespace": NS}})
+    await kube.create(PERSISTENTVOLUMECLAIMS, {"metadata": {"name": "other", "namespace": NS}})
+    await kube.create(PERSISTENTVOLUMES, {"metadata": {"name": "pv-1"}, "spec": {
+        "claimRef": {"namespace": NS, "name": "data"}}})
+    await kube.create(VOLUMEATTACHMENTS, {"metadata": {"name": "va-1"},
+                                          "spec": {"nodeName": "edge-1"}})
+    pvc = await upstream.handle(_request("edge-1", "query", f"{NS}/persistentvolumeclaim/data"))
+    assert pvc.operation == "response" and pvc.content["kind"] == "PersistentVolumeClaim"
+    assert pvc.resourceversion
+    pv = await upstream.handle(_request("edge-1", "query", "null/persistentvolume/pv-1"))
+    assert pv.content["kind"] == "PersistentVolume"
+    va = await upstream.handle(_request("edge-1", "query", "null/volumeattachment/va-1"))
+    assert va.content["apiVersion"] == "storage.k8s.io/v1"
+    for node, resource in (("edge-1", f"{NS}/persistentvolumeclaim/other"),
+                           ("edge-2", f"{NS}/persistentvolumeclaim/data"),
+                           ("edge-2", "null/persistentvolume/pv-1"),
+                           ("edge-2", "null/volumeattachment/va-1")):
+        refused = await upstream.handle(_request(node, "query", resource))
+        assert refused.operation == "error", (node, resource)
+
+
+def _csr(cn: str, signer: str = "kubernetes.io/kubelet-serving") -> dict:
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    req = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])).sign(key, hashes.SHA256())
+    pem = req.public_bytes(serialization.Encoding.PEM)
+    return {"metadata": {"name": "csr-1"}, "spec": {
+        "request": base64.b64encode(pem).decode(), "signerName": signer,
+        "usages": ["server auth"]}}
+
+
+async def test_a_node_asks_only_for_its_own_kubelet_certificates() -> None:
+    _, _, upstream, _uid = await edge_with_pod()
+    ok = await upstream.handle(_request("edge-1", "insert", "null/certificatesigningrequest/csr-1",
+                                        _csr("system:node:edge-1")))
+    assert ok.operation == "response" and ok.content["Err"] is None
+    assert ok.content["Object"]["kind"] == "CertificateSigningRequest"
+    for body in (_csr("system:node:edge-2"), _csr("system:node:edge-1", "example.com/any")):
+        refused = await upstream.handle(_request(
+            "edge-1", "insert", "null/certificatesigningrequest/csr-1", body))
+        assert refused.operation == "error"
+    assert (await upstream.handle(_request(
+        "edge-1", "query", "null/certificatesigningrequest/csr-1"))).operation == "response"
+    assert (await upstream.handle(_request(
+        "edge-2", "query", "null/certificatesigningrequest/csr-1"))).operation == "error"
+
+
+async def test_node_update_and_legacy_podstatus_are_served_for_the_node_itself() -> None:
+    from pykubeedge.kube.resources import NODES
+    kube, _, upstream, uid = await edge_with_pod()
+    await kube.create(NODES, {"metadata": {"name": "edge-1", "labels": {"a": "1"}}})
+    reply = await upstream.handle(_request("edge-1", "update", "null/node/edge-1", {
+        "metadata": {"name": "edge-1", "labels": {"a": "2"}}, "spec": {"taints": []}}))
+    assert (reply.operation, reply.content) == ("response", "OK")
+    assert (await kube.get(NODES, "edge-1"))["metadata"]["labels"]["a"] == "2"
+    assert (await upstream.handle(_request("edge-2", "update", "null/node/edge-1", {
+        "metadata": {"name": "edge-1"}}))).operation == "error"
+    status = await upstream.handle(_request("edge-1", "update", f"{NS}/podstatus", [
+        {"uid": uid, "name": "web", "status": {"phase": "Running"}}]))
+    assert (status.operation, status.content) == ("response", "OK")
+    assert (await kube.get(PODS, "web", namespace=NS))["status"]["phase"] == "Running"
+    refused = await upstream.handle(_request("edge-2", "update", f"{NS}/podstatus", [
+        {"uid": uid, "name": "web", "status": {"phase": "Failed"}}]))
+    assert refused.operation == "error"
+
+
+async def test_bad_podstatus_content_is_a_clear_error_and_changes_nothing() -> None:
+    kube, _, upstream, _uid = await edge_with_pod()
+    for content in ("{not json", "[1, 2]", '[{"name": "web"}]'):
+        reply = await upstream.handle(_request("edge-1", "update", f"{NS}/podstatus", content))
+        assert reply.operation == "error", content
+    assert not [w for w in kube.writes if w[0] == "patch/status"]

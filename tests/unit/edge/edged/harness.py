@@ -127,7 +127,18 @@ class FakeMetaManager:
             if not self.online:
                 return _error(msg, "not connected")
             if op == "insert" and self.lease is not None:
-                return reply({"Object": None, "Err": "leases \"edge-1\" already exists"})
+                return reply({"Object": None, "Err": {"ErrStatus": {
+                    "message": 'leases "edge-1" already exists', "reason": "AlreadyExists",
+                    "code": 409}}})
+            if op == "query":  # MetaManager answers a query with a list
+                return reply([self.lease] if self.lease else [])
+            if op == "update" and self.lease is not None and (
+                    msg.content["metadata"].get("resourceVersion")
+                    != self.lease["metadata"]["resourceVersion"]):
+                return reply({"Object": None, "Err": {"ErrStatus": {
+                    "message": "Operation cannot be fulfilled on leases.coordination.k8s.io "
+                               '"edge-1": the object has been modified', "reason": "Conflict",
+                    "code": 409}}})
             self.lease = copy.deepcopy(msg.content)
             self.lease["metadata"]["resourceVersion"] = str(next(self._rv))
             return reply({"Object": self.lease, "Err": ""})

@@ -220,6 +220,27 @@ async def test_lease_is_inserted_then_updated_every_10_seconds() -> None:
         assert renewed["metadata"]["ownerReferences"][0]["uid"] == "node-uid-1"
 
 
+async def test_an_existing_lease_is_read_again_and_updated_with_its_resource_version() -> None:
+    # Edgecore restarted: the Lease exists. Insert -> "already exists" -> query -> update
+    # with the Lease's resourceVersion (without it the API server refuses the update).
+    t, meta = FakeTime(), FakeMetaManager()
+    meta.lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                  "metadata": {"name": NODE, "namespace": "kube-node-lease",
+                               "resourceVersion": "7"}, "spec": {}}
+    async with running(make_edged(t), meta):
+        ops = [m.operation for m in meta.requests(kind="lease")]
+        assert ops == ["insert", "query", "update"]
+        assert meta.requests("update", "lease")[0].content["metadata"]["resourceVersion"] == "7"
+        # Someone else moved it on: the conflict is answered by reading it again.
+        meta.lease = {**meta.lease, "metadata": {**meta.lease["metadata"],
+                                                 "resourceVersion": "50"}}
+        await t.advance(10)
+        ops = [m.operation for m in meta.requests(kind="lease")]
+        assert ops == ["insert", "query", "update", "update", "query", "update"]
+        assert meta.requests("update", "lease")[-1].content["metadata"][
+            "resourceVersion"] == "50"
+
+
 async def test_reconnect_after_lease_failures_forces_a_node_status_patch() -> None:
     t, meta = FakeTime(), FakeMetaManager()
     async with running(make_edged(t), meta):

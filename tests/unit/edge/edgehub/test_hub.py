@@ -203,3 +203,23 @@ async def test_a_cloud_message_reaches_meta_and_a_reconnect_is_immediate() -> No
         await e.clock.settle()
         assert e.network.dials == dials + 1
         assert e.events()[-2:] == ["cloud_disconnected", "cloud_connected"]
+
+
+async def test_a_cloud_message_nothing_here_handles_is_acked_not_left_waiting() -> None:
+    # No DeviceTwin, no TaskManager in this edgecore, a group upstream does not route: each
+    # is ACKed (upstream's cloudcore waits for every ACK before the node's next message).
+    async with edge() as e:
+        sent = [new_message(source="devicecontroller", group="twin", operation="update",
+                            resource="device/d1/twin", content={}),
+                new_message(source="nodeupgradejobcontroller", group="taskmanager",
+                            operation="upgrade", resource="task/t1/node/edge-1", content={}),
+                new_message(source="router", group="user", operation="publish",
+                            resource="rule/r1", content={}),
+                new_message(source="x", group="nonsense", operation="insert",
+                            resource="default/pod/web", content={})]
+        for msg in sent:
+            await e.cloud.current.send(msg)
+        await e.clock.settle()
+        acks = [m for m in e.cloud.current.received if m.operation == "response"]
+        assert [(m.parent_msg_id, m.content) for m in acks] == [(m.msg_id, "OK") for m in sent]
+        assert e.meta.of("update") == []

@@ -26,6 +26,7 @@ from typing import Final
 
 import grpc
 
+from pykubeedge.api.dmi import CHANNEL_OPTIONS
 from pykubeedge.api.dmi.v1beta1 import api_pb2 as pb
 from pykubeedge.api.dmi.v1beta1 import api_pb2_grpc as pb_grpc
 from pykubeedge.core.backoff import Backoff
@@ -81,7 +82,7 @@ class Mapper:
                  self.cfg.common.name, self.cfg.common.protocol, sock)
         edge_sock = self.cfg.common.edgecore_sock
         target = edge_sock if "://" in edge_sock else f"unix://{edge_sock}"
-        self.edge_channel = grpc.aio.insecure_channel(target)
+        self.edge_channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.edge = pb_grpc.DeviceManagerServiceStub(  # type: ignore[no-untyped-call]
             self.edge_channel)
         rest = RestServer(self, self.cfg.common.address, self.cfg.http_port)

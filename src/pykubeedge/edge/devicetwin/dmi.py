@@ -39,6 +39,7 @@ from typing import Any, Final
 import grpc
 import orjson
 
+from pykubeedge.api.dmi import CHANNEL_OPTIONS
 from pykubeedge.api.dmi.v1beta1 import api_pb2 as pb
 from pykubeedge.api.dmi.v1beta1 import api_pb2_grpc as pb_grpc
 from pykubeedge.core.backoff import Backoff
@@ -53,6 +54,8 @@ Obj = dict[str, Any]
 Deliver = Callable[[Message], Awaitable[None]]
 
 SOCKET_NAME: Final = "dmi.sock"
+SOCKET_CHECK_S: Final = 1.0  # how often a serving DMI checks that its socket is still its own
+SOCKET_CHECKS_MAX: Final = 10**9  # a bound on the loop: decades of checks
 CALL_TIMEOUT_S: Final = 10.0
 LIMIT_RATE: Final = 1.0  # upstream: rate.Every(1000 ms), burst 100
 LIMIT_BURST: Final = 100
@@ -104,7 +107,7 @@ class MapperClient:
         self.protocol = info.protocol
         self.address = info.address.decode(errors="replace")
         target = self.address if "://" in self.address else f"unix://{self.address}"
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.DeviceMapperServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
         self.retry_for = retry_for
@@ -274,28 +277,47 @@ class DMI:
     async def run(self) -> None:
         path = Path(self.path)
         try:
-            _prepare_socket(path)
-        except OSError as exc:
-            log.error("DMI disabled: cannot use %s: %s", path, exc)
-            return
-        server = grpc.aio.server()
-        pb_grpc.add_DeviceManagerServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _Servicer(self), server)
-        if not server.add_insecure_port(f"unix://{path}"):
-            log.error("DMI disabled: cannot listen on %s", path)
-            return
-        await server.start()
-        log.info("DMI: DeviceManagerService listening on unix://%s", path)
-        self.ready.set()
-        try:
-            await server.wait_for_termination()
+            while await self._serve(path):
+                log.warning("DMI: %s was removed or replaced while serving; listening again",
+                            path)
         finally:
             for task in self._tasks.values():
                 task.cancel()
             for task in self._tasks.values():
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _serve(self, path: Path) -> bool:
+        """Serve on ``path`` until cancelled or unable to listen (False), or until the socket
+        file is no longer ours (True: serve again). Mappers find edgecore only by that path,
+        so a socket unlinked under a live server (by an operator, or by a stopped server's
+        late clean-up) must not leave edgecore deaf."""
+        try:
+            _prepare_socket(path)
+        except OSError as exc:
+            log.error("DMI disabled: cannot use %s: %s", path, exc)
+            return False
+        server = grpc.aio.server()
+        pb_grpc.add_DeviceManagerServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _Servicer(self), server)
+        if not server.add_insecure_port(f"unix://{path}"):
+            log.error("DMI disabled: cannot listen on %s", path)
+            return False
+        await server.start()
+        ours = _inode(path)
+        log.info("DMI: DeviceManagerService listening on unix://%s", path)
+        self.ready.set()
+        try:
+            for _ in range(SOCKET_CHECKS_MAX):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(server.wait_for_termination(), SOCKET_CHECK_S)
+                    return False
+                if _inode(path) != ours:
+                    return True
+            return True
+        finally:
             await server.stop(grace=1)
+            await _socket_released(path, ours)
 
     async def get_device(self, device_id: str) -> pb.Device | None:
         """Ask the mapper serving ``<ns>/<name>`` for it (None: no such device or mapper)."""
@@ -367,6 +389,27 @@ class DMI:
         await self.deliver(Message(source="bus", group="user", operation="response",
                                    resource=encode_resource(topic),
                                    content=orjson.dumps(payload).decode()))
+
+
+async def _socket_released(path: Path, ours: int | None, within: float = 2.0) -> None:
+    """Wait (bounded) until gRPC has unlinked the socket of a stopped server.
+
+    gRPC core unlinks a unix socket when its listener shuts down, and on a busy machine that
+    can land after ``server.stop`` returns; a server started again on the same path in the
+    meantime would lose its fresh socket (``_serve`` notices that and listens again).
+    """
+    for _ in range(max(1, int(within / 0.02))):
+        if _inode(path) != ours:
+            return
+        await asyncio.sleep(0.02)
+    _prepare_socket(path)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _prepare_socket(path: Path) -> None:

@@ -27,6 +27,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+import aiohttp
+
 from pykubeedge.core import expvar
 from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.httphead import (
@@ -334,3 +336,15 @@ def process_vars() -> dict[str, Any]:
     except OSError:
         fds = -1
     return {"tasks": len(asyncio.all_tasks()), "fds": fds, **expvar.snapshot()}
+
+
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``stream`` (all of it when shorter)."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

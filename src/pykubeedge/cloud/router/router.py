@@ -72,6 +72,7 @@ from pykubeedge.core.ruletraffic import DROPPED_SUFFIX, parse_drop_report
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.informer import DELETED, MODIFIED, Informer, InformerEvent, object_key
 from pykubeedge.kube.resources import RULEENDPOINTS, RULES
+from pykubeedge.transport.rawhttp import read_at_most
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class Router:
         try:
             async with self._http.post(url, data=item.body,
                                        headers={"NodeName": item.node}) as resp:
-                body = await _read_at_most(resp.content, MAX_RESP_BODY)
+                body = await read_at_most(resp.content, MAX_RESP_BODY)
                 if resp.status >= 500:
                     raise DeliveryError(f"{url} answered {resp.status}", retry=True)
                 if resp.status >= 400:
@@ -441,17 +442,6 @@ class Router:
             for value in values:
                 resp.headers.add(name, value)
         return resp
-
-
-async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    chunks, size = [], 0
-    while size < limit:
-        chunk = await stream.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def _bytes(content: Any) -> bytes:

@@ -38,6 +38,7 @@ from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.httpmsg import HTTPRequest, HTTPResponse, headers_from
 from pykubeedge.core.message import Message, new_message
 from pykubeedge.edge.servicebus.dao import TargetURLsDAO
+from pykubeedge.transport.rawhttp import read_at_most
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +221,6 @@ class ServiceBus:
         if reply.operation == Operation.ERROR:
             return _answer(502, f"the cloud could not deliver: {_text(reply.content)}")
         return _answer(200, "receive response from cloud successfully", _text(reply.content))
-
-
-async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to ``limit`` bytes of ``stream`` (all of it when shorter)."""
-    chunks, size = [], 0
-    while size < limit:
-        chunk = await stream.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def _text(content: Any) -> str:

@@ -9,19 +9,14 @@ and discrete inputs at addresses 0..size-1), started, stopped and started again 
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from pykubeedge.devcluster.process import free_port
+
 FUNC = {"c": (1, 5), "d": (2, 2), "h": (3, 6), "i": (4, 4)}  # (read code, write code)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ModbusDevice:

@@ -15,8 +15,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import random
 import signal
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +30,57 @@ STOP_TIMEOUT_S = 15.0
 _PR_SET_PDEATHSIG = 1
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _pick_range() -> range:
+    """Ports the kernel never hands out to an outgoing connection on its own."""
+    lo, hi = _ephemeral_range()
+    if lo - 1024 >= 4096:
+        return range(1024 + (lo - 1024) // 2, lo)  # the upper half below the ephemeral range
+    if 65535 - hi >= 4096:
+        return range(hi + 1, 65536)
+    return range(0)
+
+
+_port_lock = threading.Lock()
+_port_range = _pick_range()
+# Each process starts at its own offset, so two test runs or two local-ups rarely try the
+# same ports, and the bind below settles the rest.
+_port_next = random.randrange(len(_port_range)) if _port_range else 0
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (free now; bind it soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A free TCP port on 127.0.0.1, never given out twice by this process.
+
+    Chosen below the kernel's ephemeral range: a port picked from that range (``bind(0)``)
+    can be taken by any outgoing connection before its server binds it, which failed CI with
+    "address already in use".
+    """
+    global _port_next
+    with _port_lock:
+        for _ in range(len(_port_range)):
+            port = _port_range[_port_next]
+            _port_next = (_port_next + 1) % len(_port_range)
+            if _bindable(port):
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no range left: the old way
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 # Looked up now: between fork and exec (in a process with threads) loading a library could

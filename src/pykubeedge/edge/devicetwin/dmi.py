@@ -309,9 +309,14 @@ class DMI:
         self.ready.set()
         try:
             for _ in range(SOCKET_CHECKS_MAX):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(server.wait_for_termination(), SOCKET_CHECK_S)
-                    return False
+                # gRPC's own timeout, never asyncio.wait_for: cancelling wait_for_termination
+                # cancels the server's shared shutdown future (grpcio 1.85), after which every
+                # later wait raises CancelledError and the DMI task ended, taking the socket.
+                if not await server.wait_for_termination(SOCKET_CHECK_S):
+                    log.error("DMI: the gRPC server on %s stopped by itself; listening again",
+                              path)
+                    await asyncio.sleep(SOCKET_CHECK_S)
+                    return True
                 if _inode(path) != ours:
                     return True
             return True

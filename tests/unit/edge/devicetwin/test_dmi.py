@@ -9,6 +9,11 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+
+from pykubeedge.api.dmi.v1beta1 import api_pb2 as pb
+from pykubeedge.api.dmi.v1beta1 import api_pb2_grpc as pb_grpc
 from pykubeedge.core.message import Message
 from pykubeedge.mapper.app import Mapper
 from pykubeedge.mapper.config import parse_config
@@ -74,3 +79,23 @@ async def test_devices_reach_the_mapper_and_its_reports_the_twin(tmp_path: Path)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_the_server_keeps_its_socket_across_many_checks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # grpcio 1.85 cancels its shutdown future when a wait on it is cancelled; the server used
+    # to stop after its second socket check and leave mappers nothing to connect to.
+    from pykubeedge.edge.devicetwin import dmi as dmi_module
+    monkeypatch.setattr(dmi_module, "SOCKET_CHECK_S", 0.05)
+    async with running(tmp_path / "db", dmi_sock_path=str(tmp_path) + "/") as h:
+        dmi = h.twin.dmi
+        assert dmi is not None
+        await asyncio.wait_for(dmi.ready.wait(), 10)
+        await asyncio.sleep(0.5)  # ten checks
+        assert (tmp_path / "dmi.sock").is_socket()
+        async with grpc.aio.insecure_channel(f"unix://{tmp_path}/dmi.sock") as channel:
+            stub = pb_grpc.DeviceManagerServiceStub(channel)  # type: ignore[no-untyped-call]
+            await stub.MapperRegister(pb.MapperRegisterRequest(
+                withData=False, mapper=pb.MapperInfo(name="m", protocol="virtual",
+                                                     address=b"/nowhere.sock")), timeout=5)
+        assert "virtual" in dmi.mappers

@@ -260,6 +260,14 @@ async def test_bad_device_config_fails_only_that_device(
     assert (f"device {NS}/{BAD} property level: desired value 'high' not written: 'high' is "
             "not an int") in text
     assert await plc.get("h", 20) == [0]
+    # The DeviceStatus says why, per property (reported.metadata.error).
+    await eventually(lambda: _error_has(up, "broken", "invalid visitor config: register "
+                                        "'Holding' is not one of"), timeout=60,
+                     what="the visitor error in the DeviceStatus")
+    await eventually(lambda: _error_has(up, "far", "illegal data address"), timeout=60,
+                     what="the read error in the DeviceStatus")
+    await eventually(lambda: _error_has(up, "level", "'high' is not an int"), timeout=60,
+                     what="the write error in the DeviceStatus")
     # The good device is untouched by all this.
     assert await state(up, GOOD) == "online"
     await plc.set("h", 0, [555])
@@ -271,6 +279,11 @@ async def test_bad_device_config_fails_only_that_device(
         body = await resp.json()
     assert resp.status == 503 and body["statusCode"] == 503
     assert "illegal data address" in body["Message"]
+
+
+async def _error_has(up: LocalUp, prop_name: str, text: str) -> bool:
+    meta = ((await twin(up, BAD, prop_name)).get("reported") or {}).get("metadata") or {}
+    return text in str(meta.get("error", ""))
 
 
 async def _is(value: Any, expected: str) -> bool:

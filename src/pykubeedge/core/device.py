@@ -236,12 +236,15 @@ def parse_edge_state(content: Any) -> EdgeStateReport:
                           "state and lastOnlineTime") from None
 
 
-def _twin_property(value: str, timestamp: int | None, twin_type: str | None) -> dict[str, Any]:
+def _twin_property(value: str, timestamp: int | None, twin_type: str | None,
+                   error: str = "") -> dict[str, Any]:
     meta: dict[str, str] = {}
     if timestamp is not None:
         meta["timestamp"] = str(timestamp)
     if twin_type is not None:
         meta["type"] = twin_type
+    if error:
+        meta["error"] = error
     out: dict[str, Any] = {"value": value}
     if meta:
         out["metadata"] = meta
@@ -274,7 +277,7 @@ def merge_status_twins(current: Sequence[Mapping[str, Any]],
                                         "observedDesired": {"value": ""}})
         if twin.actual is not None and twin.actual.value is not None:
             entry["reported"] = _twin_property(twin.actual.value, twin.actual.timestamp,
-                                               twin.type)
+                                               twin.type, twin.actual.error)
         if twin.expected is not None and twin.expected.value is not None:
             entry["observedDesired"] = _twin_property(twin.expected.value,
                                                       twin.expected.timestamp, twin.type)

@@ -103,17 +103,26 @@ class TwinVersion:
 
 @dataclass(slots=True)
 class TwinValue:
-    """A value and its metadata; ``timestamp`` None means no metadata object at all."""
+    """A value and its metadata; ``timestamp`` None means no metadata object at all.
+
+    ``error`` is ``metadata.error`` (PROJECT): why a mapper could not read or write the
+    property, carried to the DeviceStatus's ``reported.metadata``. Upstream's Go decoders
+    ignore the key.
+    """
 
     value: str | None = None
     timestamp: int | None = None
+    error: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.value is not None:
             out["value"] = self.value
-        if self.timestamp is not None:
-            out["metadata"] = {"timestamp": self.timestamp} if self.timestamp else {}
+        if self.timestamp is not None or self.error:
+            meta: dict[str, Any] = {"timestamp": self.timestamp} if self.timestamp else {}
+            if self.error:
+                meta["error"] = self.error
+            out["metadata"] = meta
         return out
 
 
@@ -197,10 +206,13 @@ def _twin_value(value: Any) -> TwinValue | None:
         return None
     f = fields_ci(as_object(value), ("value", "metadata"))
     ts: int | None = None
+    error = ""
     if "metadata" in f:
-        ts = as_int64(fields_ci(as_object(f["metadata"]), ("timestamp",)).get("timestamp"))
+        meta = fields_ci(as_object(f["metadata"]), ("timestamp", "error"))
+        ts = as_int64(meta.get("timestamp"))
+        error = as_str(meta.get("error")) or ""
     raw = f.get("value")
-    return TwinValue(None if raw is None else as_str(raw), ts)
+    return TwinValue(None if raw is None else as_str(raw), ts, error)
 
 
 def _version(value: Any) -> TwinVersion | None:
@@ -418,12 +430,13 @@ def _add(change: TwinChange, key: str, req: MsgTwin, deal: Deal, now: int) -> No
             _reject(deal, refused)
             return
         text = _value_or_fail(value, deal)
-        reason = validate_value(value_type, text)
+        # No value yet and the mapper says why: nothing to type-check.
+        reason = None if not text and value.error else validate_value(value_type, text)
         if reason is not None:
             _reject(deal, reason)
             return
-        if text:  # upstream stores "" as no value at all
-            setattr(twin, which, TwinValue(text, now))
+        if text or value.error:  # upstream stores "" as no value at all
+            setattr(twin, which, TwinValue(text, now, value.error))
         setattr(twin, f"{which}_version", version)
     change.twins[key] = twin
     change.added.add(key)
@@ -476,7 +489,8 @@ def _compare(change: TwinChange, key: str, old: MsgTwin, req: MsgTwin, deal: Dea
         if value is None:
             continue
         text = _value_or_fail(value, deal)
-        reason = validate_value(value_type, text)
+        # No value yet and the mapper says why: nothing to type-check.
+        reason = None if not text and value.error else validate_value(value_type, text)
         if reason is not None:
             _reject(deal, reason)
             continue
@@ -492,7 +506,7 @@ def _compare(change: TwinChange, key: str, old: MsgTwin, req: MsgTwin, deal: Dea
             change.conflicts[key] = refusal
             refused = True
             break
-        new_value = TwinValue(text, now)
+        new_value = TwinValue(text, now, value.error)
         setattr(twin, which, new_value)
         setattr(twin, f"{which}_version", version)
         if rest:

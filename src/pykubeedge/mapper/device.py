@@ -278,7 +278,7 @@ class DeviceRunner:
             ps.next_report = 0.0  # report the observed value now
 
     async def _report_due(self, now: float) -> None:
-        due = [ps for ps in self.props.values() if ps.value is not None
+        due = [ps for ps in self.props.values() if (ps.value is not None or ps.error)
                and ps.prop.report_to_cloud and ps.next_report <= now]
         if not due:
             return
@@ -293,6 +293,8 @@ class DeviceRunner:
         twin.reported.value = ps.value or ""
         twin.reported.metadata["timestamp"] = str(ps.at_ms)
         twin.reported.metadata["type"] = ps.prop.type
+        if ps.error:  # the DeviceStatus says why, beside the last good value (if any)
+            twin.reported.metadata["error"] = ps.error
         twin.observedDesired.value = ps.applied or ""
         return twin
 

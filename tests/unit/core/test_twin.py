@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pykubeedge.core.device import merge_status_twins
 from pykubeedge.core.twin import (
     MAX_PAYLOAD,
     REASON_KEY,
@@ -24,11 +25,13 @@ from pykubeedge.core.twin import (
     document_payload,
     get_payload,
     merge_sync,
+    msg_twin_from_json,
     parse_twin_update,
     result_payload,
     sync_payload,
     validate_value,
 )
+from pykubeedge.edge.devicetwin.dao import twin_from_row, twin_row
 
 NOW = 1714550000123
 
@@ -197,3 +200,25 @@ def test_merge_sync_keeps_the_newest_of_each_part() -> None:
     assert (merged.actual.value, merged.actual_version, merged.optional) == (  # type: ignore
         "2", TwinVersion(0, 2), True)
     assert merge_sync(a, None) is None and merge_sync(None, b) is b
+
+
+def test_a_mappers_error_travels_in_the_actual_metadata_and_through_the_store() -> None:
+    why = "read failed: modbus exception 2 (illegal data address)"
+    first = apply_twin_update({}, {"t": MsgTwin(actual=TwinValue("1"), type="int")},
+                              Deal.REST, NOW).twins
+    # No value to give, only the reason: accepted although "" is no int.
+    req = parse_twin_update(orjson.dumps({"event_id": "e", "timestamp": NOW, "twin": {
+        "t": {"actual": {"value": "", "metadata": {"error": why}}}}}))
+    change = apply_twin_update(first, req.twin, Deal.REST, NOW + 1)
+    sent = change.sync["t"].to_json()
+    assert sent["actual"] == {"value": "", "metadata": {"timestamp": NOW + 1, "error": why}}
+    stored = twin_from_row(twin_row(change.twins["t"]))
+    assert stored.actual == TwinValue("", NOW + 1, why)
+    # The cloud writes it into the DeviceStatus, beside the type and time.
+    twins = merge_status_twins([], {"t": msg_twin_from_json(sent)}, ["t"])
+    assert twins[0]["reported"]["metadata"] == {"timestamp": str(NOW + 1), "type": "int",
+                                                "error": why}
+    # The next good value clears it.
+    again = apply_twin_update(change.twins, {"t": MsgTwin(actual=TwinValue("2"))}, Deal.REST,
+                              NOW + 2)
+    assert "error" not in again.sync["t"].to_json()["actual"]["metadata"]

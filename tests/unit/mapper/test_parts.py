@@ -169,9 +169,13 @@ async def test_a_bad_visitor_fails_only_its_property() -> None:
     try:
         await eventually(lambda: "ok" in rep.twins, timeout=10, what="ok reported")
         assert rep.twins["ok"].reported.value == "10"
-        assert rep.states[-1] == "unhealthy" and "bad" not in rep.twins
-        assert runner.props["bad"].error == "invalid visitor config: kind 'laser' is not " \
-                                            "sensor or actuator"
+        assert rep.states[-1] == "unhealthy" and "error" not in rep.twins["ok"].reported.metadata
+        why = "invalid visitor config: kind 'laser' is not sensor or actuator"
+        assert runner.props["bad"].error == why
+        # No value, but the DeviceStatus learns why.
+        await eventually(lambda: "bad" in rep.twins, timeout=10, what="bad reported")
+        assert rep.twins["bad"].reported.value == ""
+        assert rep.twins["bad"].reported.metadata["error"] == why
     finally:
         await stop(task)
 

@@ -106,8 +106,7 @@ def twin_row(twin: MsgTwin) -> tuple[Any, ...]:
     def value(v: TwinValue | None) -> tuple[str | None, str | None]:
         if v is None or v.value is None:
             return (None, None) if v is not None else ("", "")
-        meta = "" if v.timestamp is None else _json({"timestamp": v.timestamp} if v.timestamp
-                                                     else {})
+        meta = "" if v.timestamp is None and not v.error else _json(v.to_json()["metadata"])
         return v.value, meta
 
     expected, expected_meta = value(twin.expected)
@@ -125,13 +124,15 @@ def twin_from_row(row: tuple[Any, ...]) -> MsgTwin:
      optional, attr_type, metadata) = row
 
     def value(text: str | None, meta: str | None) -> TwinValue | None:
-        if not text:
+        parsed = orjson.loads(meta) if meta else None
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        error = error if isinstance(error, str) else ""
+        if not text and not error:
             return None
         ts: int | None = None
         if meta:
-            parsed = orjson.loads(meta)
             ts = int(parsed.get("timestamp") or 0) if isinstance(parsed, dict) else 0
-        return TwinValue(text, ts)
+        return TwinValue(text or "", ts, error)
 
     def version(text: str | None) -> TwinVersion | None:
         if not text:

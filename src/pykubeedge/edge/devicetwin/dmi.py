@@ -61,6 +61,7 @@ LIMIT_RATE: Final = 1.0  # upstream: rate.Every(1000 ms), burst 100
 LIMIT_BURST: Final = 100
 RETRY_FOR_S: Final = 300.0
 QUEUE_MAX: Final = 10_000
+MAX_ERROR_CHARS: Final = 512  # of a mapper's error text kept in a twin
 
 
 def socket_path(dmi_sock_path: str) -> str:
@@ -377,6 +378,9 @@ class DMI:
         twins: dict[str, Any] = {}
         for twin in req.reportedDevice.twins:
             entry: dict[str, Any] = {"actual": {"value": twin.reported.value}}
+            error = twin.reported.metadata.get("error")
+            if error:  # why the mapper has no good value (reported.metadata.error)
+                entry["actual"]["metadata"] = {"error": error[:MAX_ERROR_CHARS]}
             if twin.observedDesired.value:
                 entry["expected"] = {"value": twin.observedDesired.value}
             twins[twin.propertyName] = entry

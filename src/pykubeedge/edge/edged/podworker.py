@@ -808,10 +808,16 @@ class PodWorker:
 
     def _on_probe_result(self, cid: str, name: str, key: str, kind: str, result: Result,
                          _output: str) -> None:
+        # A result the pod already reflects (a readiness or liveness success every period)
+        # wakes nobody: one sync per probe period per pod was most of an idle edge's CPU.
+        changed = True
         if kind == "readiness":
-            self._ready[cid] = result is Result.SUCCESS
+            ready = result is Result.SUCCESS
+            changed = self._ready.get(cid) != ready
+            self._ready[cid] = ready
         elif kind == "startup":
             if result is Result.SUCCESS:
+                changed = not self._started.get(cid)
                 self._started[cid] = True
                 probes = self._probes.get(cid)
                 readiness = probes.workers.get("readiness") if probes else None
@@ -821,7 +827,10 @@ class PodWorker:
                 self._kill_requests[cid] = (key, f"Container {name} failed startup probe")
         elif result is Result.FAILURE:
             self._kill_requests[cid] = (key, f"Container {name} failed liveness probe")
-        self.wake()
+        else:
+            changed = False
+        if changed:
+            self.wake()
 
     def _on_probe_attempt(self, name: str, kind: str, result: Result, text: str) -> None:
         path = self._path_of(name)

@@ -45,6 +45,8 @@ class BeehiveContext(Protocol):
 
     def members(self, group: str) -> tuple[str, ...]: ...
 
+    def qsize(self, module: str) -> int: ...
+
 
 class Module(Protocol):
     """A beehive module. Plain class attributes satisfy the read-only members."""

@@ -10,9 +10,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from pykubeedge.beehive import Hive
 from pykubeedge.beehive.clock import FakeClock
 from pykubeedge.core.message import Message, new_message
+from pykubeedge.edge.edgehub import hub as hubmod
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.transport.memory import MemoryNetwork, MemoryWebSocket
 from tests.unit.hubtools import NODE, RawEnd, Recorder, pod_message
@@ -146,6 +149,33 @@ async def test_messages_to_the_cloud_are_throttled_by_qps_and_burst() -> None:
         assert len(e.cloud.frames("insert")) == 5
         await e.clock.advance(0.5)
         assert [m.content["i"] for m in e.cloud.frames("insert")] == list(range(6))
+
+
+async def test_events_wait_behind_status_when_the_throttle_is_busy() -> None:
+    async with edge(qps=2, burst=1) as e:
+        status = pod_message("web", "1", op="patch")
+        status.resource, status.source = "default/podpatch/web", "metamanager"
+        for i in range(4):
+            await e.hive.send("websocket", event(i))
+        await e.hive.send("websocket", status)
+        await e.clock.advance(3.0)
+        sent = [m.resource for m in e.cloud.frames() if m.operation != "keepalive"]
+        # The patch, queued last, overtook the Events waiting for tokens; they keep their order.
+        assert sent == ["default/podpatch/web", "default/event/e0", "default/event/e1",
+                        "default/event/e2", "default/event/e3"]
+        assert e.hub.events_dropped == 0
+
+
+async def test_events_held_back_are_bounded_and_the_oldest_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hubmod, "EVENTS_WAITING_MAX", 2)
+    async with edge(qps=1, burst=1) as e:
+        for i in range(6):
+            await e.hive.send("websocket", event(i))
+        await e.hive.send("websocket", pod_message("web", "1", op="patch"))
+        await e.clock.advance(10.0)
+        sent = [m.content["i"] for m in e.cloud.frames("insert")]
+        assert e.hub.events_dropped == 4 and sent == [4, 5]
 
 
 async def test_reconnects_back_off_with_jitter_on_the_given_clock() -> None:

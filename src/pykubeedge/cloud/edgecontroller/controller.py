@@ -38,7 +38,7 @@ from pykubeedge.core.errors import DecodeError
 from pykubeedge.core.hubproto import needs_ack
 from pykubeedge.core.message import Message, new_message
 from pykubeedge.core.objects import name_of, namespace_of, node_name_of, resource_version_of, uid_of
-from pykubeedge.core.resource import build_cloud, node_of, parse_cloud
+from pykubeedge.core.resource import build_cloud, node_of, parse_cloud, resource_type_of
 from pykubeedge.kube.client import KubeClient
 from pykubeedge.kube.informer import ADDED, DELETED, Informer, InformerEvent
 from pykubeedge.kube.resources import CONFIGMAPS, NODES, PODS, SECRETS, Resource
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 EDGE_NODE_LABEL = "node-role.kubernetes.io/edge"
 UPSTREAM_WORKERS = 16
 UPSTREAM_QUEUE = 1024
+CONCURRENT_QUERIES = 16  # read-only queries served beside a node's ordered requests
+CONCURRENT_QUERY_TYPES = frozenset({
+    ResourceType.SERVICE_ACCOUNT_TOKEN, ResourceType.CONFIGMAP, ResourceType.SECRET})
 
 
 def _with_kind(obj: dict[str, Any], res: Resource) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class EdgeController:
                              sleep=sleep)
         self.synced = asyncio.Event()
         self._queues = [asyncio.Queue[Message](UPSTREAM_QUEUE) for _ in range(UPSTREAM_WORKERS)]
+        self._query_slots = asyncio.Semaphore(CONCURRENT_QUERIES)
         self.sent = 0
         self.skipped = 0
         self._reconciling: dict[str, asyncio.Task[None]] = {}
@@ -302,27 +306,40 @@ class EdgeController:
         self._reconciling[node] = self._tasks.create_task(run(), name=f"reconcile-{node}")
 
     async def _upstream_worker(self, q: asyncio.Queue[Message]) -> None:
-        assert self._ctx is not None
         while True:
             msg = await q.get()
-            try:
-                reply = await self.upstream.handle(msg)
-            except Exception as exc:  # a bug must not take the worker down, nor hang the edge
-                log.exception("failed to handle %s", msg)
-                reply = error_to(msg, f"cloudcore failed to handle the request: {exc}")
-            try:
-                await self._ctx.send(CloudModule.CLOUDHUB, reply)
-            except Exception as exc:  # (the hive is closing) never silently
-                log.warning("reply %s to node %s not sent: %r", reply.operation, msg.resource,
-                            exc)
-            if self.synced.is_set() and _registered(msg, reply):
-                # The node registered: edgecore started, maybe on a new or wiped database.
-                node = node_of(msg.resource)
-                if node in self._full_sent:
-                    log.debug("node %s registered again on this connection; no re-send", node)
-                else:
-                    self._full_sent.add(node)
-                    self._reconcile_soon(node, full=True)
+            if msg.operation == Operation.QUERY and \
+                    resource_type_of(msg.resource) in CONCURRENT_QUERY_TYPES:
+                # Reads only: answered by parent id, nothing to keep in order behind them. A
+                # node starting 20 pods asks for 20 tokens; one at a time they held up its
+                # status patches.
+                await self._query_slots.acquire()
+                assert self._tasks is not None
+                task = self._tasks.create_task(self._serve(msg), name="edgecontroller-query")
+                task.add_done_callback(lambda _t: self._query_slots.release())
+                continue
+            await self._serve(msg)
+
+    async def _serve(self, msg: Message) -> None:
+        assert self._ctx is not None
+        try:
+            reply = await self.upstream.handle(msg)
+        except Exception as exc:  # a bug must not take the worker down, nor hang the edge
+            log.exception("failed to handle %s", msg)
+            reply = error_to(msg, f"cloudcore failed to handle the request: {exc}")
+        try:
+            await self._ctx.send(CloudModule.CLOUDHUB, reply)
+        except Exception as exc:  # (the hive is closing) never silently
+            log.warning("reply %s to node %s not sent: %r", reply.operation, msg.resource,
+                        exc)
+        if self.synced.is_set() and _registered(msg, reply):
+            # The node registered: edgecore started, maybe on a new or wiped database.
+            node = node_of(msg.resource)
+            if node in self._full_sent:
+                log.debug("node %s registered again on this connection; no re-send", node)
+            else:
+                self._full_sent.add(node)
+                self._reconcile_soon(node, full=True)
 
 
 def _scheduled(pod: dict[str, Any]) -> bool:

@@ -8,12 +8,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from pykubeedge.beehive import Hive
 from pykubeedge.beehive.clock import FakeClock
 from pykubeedge.cloud.cloudhub.hub import CloudHub
 from pykubeedge.cloud.edgecontroller.controller import EdgeController
 from pykubeedge.cloud.synccontroller.controller import SyncController
+from pykubeedge.core.message import new_message
 from pykubeedge.kube.resources import CONFIGMAPS, NODES, OBJECTSYNCS, PODS
 from pykubeedge.transport.memory import MemoryNetwork
 from tests.unit.cloud.fakekube import FakeKube
@@ -164,3 +166,42 @@ async def test_registering_again_on_one_connection_re_sends_everything_only_once
             await register()
             await cc.clock.advance(7)
         assert sum(1 for m in edge.received if m.resource == f"{NS}/pod/web") == pod_sends
+
+
+class TokenKube(FakeKube):
+    """Answers TokenRequests only when told to, counting how many wait at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting = 0
+        self.most_waiting = 0
+
+    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        assert method == "POST" and path.endswith("/serviceaccounts/default/token"), path
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        await self.release.wait()
+        self.waiting -= 1
+        return {"status": {"token": "t"}}
+
+
+async def test_token_requests_of_a_node_are_served_side_by_side() -> None:
+    kube = TokenKube()
+    await seed(kube)
+    await kube.patch(PODS, "web", {"spec": {"serviceAccountName": "default"}}, namespace=NS)
+    async with cloudcore(kube) as cc:
+        edge = await cc.connect()
+        await until(lambda: len(edge.received) == 3, "node, configmap and pod sent")
+        asks = [new_message(source="edged", group="meta", operation="query",
+                            resource=f"{NS}/serviceaccounttoken/default",
+                            content={"spec": {"boundObjectRef": {"kind": "Pod",
+                                                                 "name": "web"}}})
+                for _ in range(3)]
+        for ask in asks:
+            await edge.send(ask)
+        await until(lambda: kube.waiting == 3, "three TokenRequests at the API server at once")
+        kube.release.set()
+        ids = {a.msg_id for a in asks}
+        await until(lambda: len([m for m in edge.received if m.parent_msg_id in ids]) == 3,
+                    "three answers")

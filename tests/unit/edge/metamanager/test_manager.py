@@ -594,3 +594,22 @@ async def test_metaserver_runs_with_the_module(store: MetaStore) -> None:
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(f"{server.url}/healthz")
+
+
+async def test_token_requests_of_one_serviceaccount_do_not_wait_for_each_other(
+        edge: Edge) -> None:
+    await edge.connect()
+    edge.hub.answer = lambda msg: None  # the cloud holds its answers back
+    asks = [asyncio.create_task(edge.hive.send_sync("metamanager", new_message(
+        source="edged", group="meta", resource="default/serviceaccounttoken/default",
+        operation="query", content={"spec": {"boundObjectRef": {"kind": "Pod",
+                                                                 "name": f"p{i}"}}}),
+        timeout=WAIT)) for i in range(3)]
+    try:
+        sent = await edge.hub.wait_for(3)  # all three asked at once, none answered yet
+        assert {m.content["spec"]["boundObjectRef"]["name"] for m in sent[-3:]} == {
+            "p0", "p1", "p2"}
+    finally:
+        for t in asks:
+            t.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)

@@ -413,6 +413,12 @@ def _value_or_fail(value: TwinValue, deal: Deal) -> str:
     return value.value
 
 
+def _value_reason(value_type: str, text: str, value: TwinValue) -> str | None:
+    """Why ``text`` is no valid ``value_type`` (None: it is). No value yet with the mapper's
+    reason for it (``metadata.error``) has nothing to type-check."""
+    return None if not text and value.error else validate_value(value_type, text)
+
+
 def _add(change: TwinChange, key: str, req: MsgTwin, deal: Deal, now: int) -> None:
     value_type = req.type if req.type is not None else TYPE_STRING
     twin = MsgTwin(optional=True if req.optional is None else req.optional, type=value_type,
@@ -430,8 +436,7 @@ def _add(change: TwinChange, key: str, req: MsgTwin, deal: Deal, now: int) -> No
             _reject(deal, refused)
             return
         text = _value_or_fail(value, deal)
-        # No value yet and the mapper says why: nothing to type-check.
-        reason = None if not text and value.error else validate_value(value_type, text)
+        reason = _value_reason(value_type, text, value)
         if reason is not None:
             _reject(deal, reason)
             return
@@ -489,8 +494,7 @@ def _compare(change: TwinChange, key: str, old: MsgTwin, req: MsgTwin, deal: Dea
         if value is None:
             continue
         text = _value_or_fail(value, deal)
-        # No value yet and the mapper says why: nothing to type-check.
-        reason = None if not text and value.error else validate_value(value_type, text)
+        reason = _value_reason(value_type, text, value)
         if reason is not None:
             _reject(deal, reason)
             continue

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.core.objects import name_of, namespace_of
 
 REST: Final = "rest"
 EVENTBUS: Final = "eventbus"
@@ -80,8 +81,7 @@ class Route:
 
 
 def _meta(obj: Obj) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+    return namespace_of(obj), name_of(obj)
 
 
 def _strings(value: Any) -> dict[str, str]:

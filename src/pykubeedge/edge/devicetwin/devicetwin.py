@@ -239,8 +239,11 @@ class DeviceTwin:
 
 
 def _is_object(resource: str) -> bool:
-    parts = resource.split("/")
-    return len(parts) == 3 and parts[1] in _OBJECT_TYPES
+    try:
+        parsed = parse_edge(resource)
+    except DecodeError:
+        return False
+    return not parsed.is_list and parsed.resource_type in _OBJECT_TYPES
 
 
 def desired_of(spec: Mapping[str, Any]) -> dict[str, Desired]:

@@ -44,6 +44,7 @@ from pykubeedge.api.dmi.v1beta1 import api_pb2 as pb
 from pykubeedge.api.dmi.v1beta1 import api_pb2_grpc as pb_grpc
 from pykubeedge.core.backoff import Backoff
 from pykubeedge.core.message import Message
+from pykubeedge.core.objects import namespace_of
 from pykubeedge.core.ratelimit import TokenBucket
 from pykubeedge.core.topics import STATE_UPDATE, TWIN_UPDATE, device_topic, encode_resource
 from pykubeedge.edge.devicetwin.dmiconv import device_to_pb, model_to_pb, protocol_of
@@ -87,8 +88,7 @@ def _model_key(dev: Mapping[str, Any]) -> str:
     spec = spec if isinstance(spec, Mapping) else {}
     ref = spec.get("deviceModelRef")
     name = ref.get("name") if isinstance(ref, Mapping) else ""
-    ns = (dev.get("metadata") or {}).get("namespace") or "default"
-    return f"{ns}/{name}"
+    return f"{namespace_of(dev)}/{name}"
 
 
 @dataclass

@@ -25,6 +25,7 @@ import orjson
 
 from pykubeedge.core.clock import TimeSource
 from pykubeedge.core.constants import Operation, ResourceType
+from pykubeedge.core.objects import DEFAULT_NAMESPACE, name_of, namespace_of, uid_of
 from pykubeedge.core.ratelimit import TokenBucket
 from pykubeedge.core.resource import build_edge
 from pykubeedge.edge.edged.timefmt import rfc3339
@@ -92,8 +93,7 @@ def pod_reference(pod: Mapping[str, Any], field_path: str = "") -> dict[str, Any
     meta = pod.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
     ref: dict[str, Any] = {
-        "kind": "Pod", "namespace": str(meta.get("namespace") or "default"),
-        "name": str(meta.get("name") or ""), "uid": str(meta.get("uid") or ""),
+        "kind": "Pod", "namespace": namespace_of(pod), "name": name_of(pod), "uid": uid_of(pod),
         "apiVersion": "v1",
     }
     if meta.get("resourceVersion"):
@@ -158,7 +158,7 @@ class EventRecorder:
         if not bucket.try_take(now):
             self.dropped += 1
             return
-        namespace = str(ref.get("namespace") or "default")
+        namespace = str(ref.get("namespace") or DEFAULT_NAMESPACE)
         stamp = rfc3339(now)
         key = (*obj, ref.get("fieldPath"), kind, reason, message)
         seen = self._seen.get(key)

@@ -25,6 +25,7 @@ from typing import Any, Final
 import orjson
 
 from pykubeedge.core.clock import TimeSource
+from pykubeedge.core.objects import uid_of
 from pykubeedge.edge.edged.events import NORMAL, WARNING, EventRecorder
 from pykubeedge.edge.edged.runtime import (
     AuthConfig,
@@ -238,8 +239,7 @@ class ImageManager:
             message = f'Container image "{image}" is not present with pull policy of Never'
             event(WARNING, ERR_IMAGE_NEVER_PULL, message)
             return "", (ERR_IMAGE_NEVER_PULL, message)
-        uid = str((pod.get("metadata") or {}).get("uid") or "")
-        key = f"{uid}_{spec_image}"
+        key = f"{uid_of(pod)}_{spec_image}"
         now = self._clock()
         entry = self._backoff.get(key)
         if entry is not None and now - entry.last_update < entry.delay:
@@ -297,8 +297,7 @@ class ImageManager:
 
     def backoff_left(self, pod: Mapping[str, Any], image: str) -> float:
         """Seconds until the pull back-off of ``image`` for ``pod`` ends (0: none)."""
-        uid = str((pod.get("metadata") or {}).get("uid") or "")
-        entry = self._backoff.get(f"{uid}_{with_default_tag(image)}")
+        entry = self._backoff.get(f"{uid_of(pod)}_{with_default_tag(image)}")
         if entry is None:
             return 0.0
         return max(entry.last_update + entry.delay - self._clock(), 0.0)

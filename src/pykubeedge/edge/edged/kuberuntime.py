@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pykubeedge.core.clock import Sleep, TimeSource
+from pykubeedge.core.objects import name_of, namespace_of, uid_of
 from pykubeedge.edge.edged import containers as kc
 from pykubeedge.edge.edged import podspec
 from pykubeedge.edge.edged.events import NORMAL, WARNING, EventRecorder
@@ -124,7 +125,7 @@ class ContainerStarter:
         self.pod = pod
         self.sandbox = sandbox
         self.pull_secrets = pull_secrets
-        self.uid = str((pod.get("metadata") or {}).get("uid") or "")
+        self.uid = uid_of(pod)
 
     def _event(self, kind: str, reason: str, message: str, path: str) -> None:
         self.deps.recorder.pod(self.pod, kind, reason, message, field_path=path)
@@ -328,8 +329,7 @@ def termination_message(deps: WorkerDeps, pod: Mapping[str, Any],
     with ``FallbackToLogsOnError`` after a failure, the end of its log. Blocking (disk)."""
     if deps.volumes.pods_dir is None:
         return status.message
-    meta = pod.get("metadata") or {}
-    uid = str(meta.get("uid") or "")
+    uid = uid_of(pod)
     text = ""
     if container.get("terminationMessagePath"):
         path = termination_log_path(deps.volumes, uid, status.name, status.attempt)
@@ -340,7 +340,7 @@ def termination_message(deps: WorkerDeps, pod: Mapping[str, Any],
     policy = container.get("terminationMessagePolicy") or "File"
     if (not text and policy == "FallbackToLogsOnError" and status.exit_code != 0
             and deps.pod_logs_dir is not None):
-        log_file = (deps.pod_logs_dir / f"{meta.get('namespace')}_{meta.get('name')}_{uid}"
+        log_file = (deps.pod_logs_dir / f"{namespace_of(pod)}_{name_of(pod)}_{uid}"
                     / status.name / f"{status.attempt}.log")
         with contextlib.suppress(OSError):
             lines = log_file.read_text(errors="replace").splitlines()[-FALLBACK_LINES:]

@@ -90,7 +90,7 @@ class StaticPodSource:
     def with_defaults(self, doc: dict[str, Any], source: str) -> dict[str, Any]:
         pod = copy.deepcopy(doc)
         meta = pod["metadata"]
-        uid = str(meta.get("uid") or "")
+        uid = uid_of(pod)
         if not uid:
             digest = hashlib.md5(usedforsecurity=False)
             digest.update(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
@@ -99,7 +99,7 @@ class StaticPodSource:
             uid = digest.hexdigest()
         meta["uid"] = uid
         meta["name"] = f"{meta['name']}-{self.node_name.lower()}"
-        meta["namespace"] = meta.get("namespace") or "default"
+        meta["namespace"] = namespace_of(pod)
         annotations = meta.setdefault("annotations", {})
         annotations[CONFIG_HASH] = uid
         annotations[CONFIG_SOURCE] = "file"

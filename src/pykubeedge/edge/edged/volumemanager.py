@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from pykubeedge.core.errors import PyKubeEdgeError
+from pykubeedge.core.objects import uid_of
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +277,7 @@ class VolumeManager:
         ``payloads``: the files of each configMap/secret/downwardAPI/projected volume.
         ``memory_limit``: the ceiling of a memory-backed emptyDir (bytes, 0: none).
         """
-        meta = pod.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
+        uid = uid_of(pod)
         paths: dict[str, str] = {}
         for volume in (pod.get("spec") or {}).get("volumes") or []:
             name = str(volume.get("name") or "")

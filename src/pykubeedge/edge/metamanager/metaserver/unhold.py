@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from pykubeedge.core.objects import name_of, namespace_of
 from pykubeedge.edge.metamanager.dao import MetaStore
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,7 @@ async def handle_unhold(request: web.Request, target: str, store: MetaStore,
         spec = pod.get("spec") if isinstance(pod, dict) else None
         if isinstance(spec, dict) and spec.get("nodeName") == node and _held(pod) and \
                 _pending(pod):
-            meta = pod.get("metadata") or {}
-            await unhold(str(meta.get("namespace") or "default"), str(meta.get("name")))
+            await unhold(namespace_of(pod), name_of(pod))
             released += 1
     log.info("MetaServer: unhold-upgrade of node %s: %d pods", node, released)
     return web.Response(status=200, body=b"")

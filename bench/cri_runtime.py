@@ -5,12 +5,18 @@
 Prints containerd's idle RSS, the RSS each pod adds (its shim), and median/p99 of
 RunPodSandbox and of one container's create+start+stop+remove. Pods use host networking
 (``--network bridge``: their own network namespace and IP, through the CNI bridge).
+
+Then the floor under Edged's pod start (``bench/edged_pods.py``): the same number of pods
+started all at once straight through CRI (sandbox, then one container), with no API server,
+cloudcore or edgecore: per pod p50/p99 until its container runs, and the CPU seconds that
+containerd, its shims, runc and the CNI plugins spent on the burst.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -112,6 +118,8 @@ async def run(pods: int, network: str) -> None:
                 await rt.remove_pod_sandbox(pod.id)
                 teardown.append(time.monotonic() - t0)
 
+            burst, burst_cpu, burst_wall = await _burst(rt, ctd.pid, pods, host_network)
+
         print(f"containerd {ctd.endpoint} ({network}), {pods} pods, each: pause + 1 busybox")
         print(f"containerd idle RSS                     {idle:7.1f} MB")
         print(f"containerd RSS with {pods} pods             {loaded:7.1f} MB "
@@ -126,9 +134,59 @@ async def run(pods: int, network: str) -> None:
         print(line("pod teardown (stop + remove sandbox)", teardown))
         print(f"{'relist (list_pods of all pods)':<38} first {relist_cold * 1000:6.1f} ms"
               f"   then {relist * 1000:6.1f} ms (status cached)")
+        print(line(f"{pods} pods at once: start to running", burst))
+        print(f"{pods} pods at once: all running after {burst_wall:.2f} s; containerd, shims,"
+              f" runc and CNI used {burst_cpu:.2f} CPU-s ({burst_cpu / pods * 1000:.0f} ms/pod;"
+              f" {os.cpu_count()} cores)")
     finally:
         await ctd.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its children it has reaped (runc, CNI plugins)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _runtime_cpu_s(containerd_pid: int) -> float:
+    """containerd's CPU seconds and those of every live shim (shims reparent to init)."""
+    total = _cpu_s(containerd_pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="ascii") as f:
+                    if f.read().startswith("containerd-shim"):
+                        total += _cpu_s(int(entry))
+            except OSError:
+                continue
+    return total
+
+
+async def _burst(rt: CRIRuntime, containerd_pid: int, pods: int,
+                 host_network: bool) -> tuple[list[float], float, float]:
+    """Start ``pods`` pods at once; per pod seconds until its container runs, the runtime's
+    CPU seconds for the whole burst, its wall time. The pods are removed again."""
+    async def one(i: int) -> tuple[str, float]:
+        t0 = time.monotonic()
+        sandbox = await rt.run_pod_sandbox(SandboxConfig(
+            uid=str(uuid.uuid4()), name=f"burst-{i}", namespace="default",
+            host_network=host_network))
+        await rt.start_container(sandbox.id, ContainerSpec(
+            name="app", image="busybox", command=("sleep", "3600")))
+        return sandbox.id, time.monotonic() - t0
+
+    cpu0, t0 = _runtime_cpu_s(containerd_pid), time.monotonic()
+    results = await asyncio.gather(*(one(i) for i in range(pods)))
+    wall = time.monotonic() - t0
+    cpu = _runtime_cpu_s(containerd_pid) - cpu0
+    for pod in await rt.list_pods():
+        for container in pod.containers:
+            await rt.stop_container(container.id, 0)
+        await rt.stop_pod_sandbox(pod.id)
+        await rt.remove_pod_sandbox(pod.id)
+    return [took for _, took in results], cpu, wall
 
 
 def main() -> None:

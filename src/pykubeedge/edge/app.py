@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -39,7 +38,6 @@ from pykubeedge.edge.edged.fake import FakeRuntime
 from pykubeedge.edge.edged.node import DEFAULT_ROOT_DIR, HostInfo, primary_ipv4, probe_host
 from pykubeedge.edge.edged.runtime import Runtime
 from pykubeedge.edge.edged.server import DEFAULT_ADDRESS, DEFAULT_READ_ONLY_PORT, KubeletServer
-from pykubeedge.edge.edged.startgate import UNBOUNDED, default_slots
 from pykubeedge.edge.edgehub.certificate import CertRotator, bootstrap
 from pykubeedge.edge.edgehub.hub import EdgeHub, EdgeHubSettings
 from pykubeedge.edge.edgehub.outbox import Outbox
@@ -54,7 +52,6 @@ from pykubeedge.edge.servicebus.servicebus import ServiceBus, ServiceBusSettings
 
 log = logging.getLogger("pykubeedge.edgecore")
 FAKE_RUNTIME = "fake://"
-START_SLOTS_ENV = "PYKUBEEDGE_START_SLOTS"
 
 app = typer.Typer(add_completion=False, help="pykubeedge edgecore (edge side of KubeEdge).")
 
@@ -119,23 +116,7 @@ def edged_options(cfg: EdgeCoreConfig, runtime: Runtime) -> dict[str, Any]:
         "file_check_frequency": _seconds(kubelet.get("fileCheckFrequency"), 20.0),
         "image_gc_high": int(kubelet.get("imageGCHighThresholdPercent") or 85),
         "image_gc_low": int(kubelet.get("imageGCLowThresholdPercent") or 80),
-        "start_slots": start_slots(fake),
     }
-
-
-def start_slots(fake: bool) -> int:
-    """How many CRI start calls Edged makes at once (edged/startgate.py): one per CPU on a
-    real runtime, or ``PYKUBEEDGE_START_SLOTS`` (0: no bound, as kubelet)."""
-    text = os.environ.get(START_SLOTS_ENV, "")
-    if not text:
-        return UNBOUNDED if fake else default_slots()
-    try:
-        slots = int(text)
-    except ValueError:
-        raise ConfigError(f"{START_SLOTS_ENV}={text!r} is not a number") from None
-    if slots < 0:
-        raise ConfigError(f"{START_SLOTS_ENV}={text!r} is negative")
-    return slots or UNBOUNDED
 
 def kubelet_server_address(cfg: EdgeCoreConfig) -> tuple[str, int]:
     """Edged's kubelet server: ``tailoredKubeletConfig.address``:``readOnlyPort`` (0: off)."""

@@ -56,7 +56,6 @@ from pykubeedge.edge.edged.runtime import (
     ContainerRuntimeError,
     Runtime,
 )
-from pykubeedge.edge.edged.startgate import UNBOUNDED, StartGate
 from pykubeedge.edge.edged.state import EdgedState
 from pykubeedge.edge.edged.staticpods import FILE_CHECK_FREQUENCY, StaticPods, StaticPodSource
 from pykubeedge.edge.edged.volumemanager import VolumeManager
@@ -128,7 +127,6 @@ class Edged:
         image_gc_period: float = IMAGE_GC_PERIOD,
         cluster_dns: tuple[str, ...] = (),
         cluster_domain: str = "cluster.local",
-        start_slots: int = UNBOUNDED,
         host_probe: Callable[[], Awaitable[HostInfo]] | None = None,
         clock: TimeSource = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -166,7 +164,6 @@ class Edged:
         self.image_gc = (image_gc_high, image_gc_low, image_gc_period)
         self.cluster_dns = tuple(cluster_dns)
         self.cluster_domain = cluster_domain
-        self.start_slots = start_slots
         self._host_probe = host_probe or (lambda: asyncio.to_thread(probe_host, root_dir))
         self._clock = clock
         self._sleep = sleep
@@ -186,8 +183,7 @@ class Edged:
                                 else None,
                                 cluster_dns=self.cluster_dns,
                                 cluster_domain=self.cluster_domain,
-                                volumes=VolumeManager(self.pods_dir),
-                                start_gate=StartGate(self.start_slots))
+                                volumes=VolumeManager(self.pods_dir))
         self.pods = PodManager(self.state, max_pods=self.max_pods,
                                status_sync_period=self.pod_status_sync_period)
         self.pleg = PLEG(self.state, self.pods, period=self.relist_period)

@@ -37,7 +37,6 @@ from pykubeedge.edge.edged.runtime import (
     Runtime,
     RuntimeVersion,
 )
-from pykubeedge.edge.edged.startgate import StartGate
 from pykubeedge.edge.edged.volumemanager import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,6 @@ class WorkerDeps:
     pod_logs_dir: Path | None = None
     cluster_dns: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"
-    start_gate: StartGate = field(default_factory=StartGate)
 
 
 def field_path(container: Mapping[str, Any], *, init: bool) -> str:
@@ -122,9 +120,8 @@ class ContainerStarter:
     """Starts containers of one pod in one sandbox (kubelet's ``startContainer``)."""
 
     def __init__(self, deps: WorkerDeps, pod: Mapping[str, Any], sandbox: PodSandboxStatus,
-                 pull_secrets: list[Mapping[str, Any]], *, priority: int = 0) -> None:
+                 pull_secrets: list[Mapping[str, Any]]) -> None:
         self.deps = deps
-        self.priority = priority
         self.pod = pod
         self.sandbox = sandbox
         self.pull_secrets = pull_secrets
@@ -189,8 +186,7 @@ class ContainerStarter:
             tty=bool(container.get("tty")),
         )
         try:
-            async with deps.start_gate.slot(self.priority):
-                container_id = await deps.runtime.start_container(self.sandbox.id, spec)
+            container_id = await deps.runtime.start_container(self.sandbox.id, spec)
         except ContainerRuntimeError as exc:
             text = str(exc)
             reason = RUN_CONTAINER_ERROR if "StartContainer" in text else CREATE_CONTAINER_ERROR

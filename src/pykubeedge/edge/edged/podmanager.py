@@ -10,7 +10,6 @@ the pods loaded from the store at start (edge autonomy), and the periodic status
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -66,8 +65,6 @@ class PodManager:
         self.static: dict[str, dict[str, Any]] = {}
         """Static pods by UID (from the manifest directory)."""
         self._mirrors: dict[tuple[str, str], str] = {}
-        self._arrivals = itertools.count()
-        """Pods in the order they came: the older goes first through the start gate."""
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
         """Run workers (and rejection reports) in ``tasks`` from now on."""
@@ -96,7 +93,6 @@ class PodManager:
             pod_logs_dir=s.pod_logs_dir,
             cluster_dns=s.cluster_dns,
             cluster_domain=s.cluster_domain,
-            start_gate=s.start_gate,
         )
 
     def handle_pod(self, msg: Message, namespace: str, name: str) -> None:
@@ -284,7 +280,7 @@ class PodManager:
                          f"Node didn't have enough resource: pods, requested: 1, "
                          f"used: {len(self.workers)}, capacity: {self.max_pods}")
             return
-        worker = PodWorker(pod, self._deps(), seq=next(self._arrivals))
+        worker = PodWorker(pod, self._deps())
         self.workers[uid] = worker
         self._by_name[key] = uid
         if deleting:

@@ -139,10 +139,8 @@ def _newest(instances: Sequence[ContainerStatus]) -> tuple[ContainerStatus | Non
 class PodWorker:
     """Keeps one pod (one UID) running as its spec says, and reports its status."""
 
-    def __init__(self, pod: dict[str, Any], deps: WorkerDeps, *, seq: int = 0) -> None:
+    def __init__(self, pod: dict[str, Any], deps: WorkerDeps) -> None:
         self.uid: str = uid_of(pod)
-        self.seq = seq
-        """The pod's place in arrival order: its priority at the start gate."""
         self.name: str = name_of(pod)
         self.namespace: str = namespace_of(pod)
         self.pod = pod
@@ -334,8 +332,7 @@ class PodWorker:
                 return self._deps.retry_interval
             instances = _instances_by_name(await runtime.list_pods(self.uid))
         await self._write_hosts(sandbox)
-        starter = ContainerStarter(self._deps, self.pod, sandbox, await self._pull_secrets(),
-                                   priority=self.seq)
+        starter = ContainerStarter(self._deps, self.pod, sandbox, await self._pull_secrets())
         services = await self._service_env()
         next_wake = await self._sync_inits(starter, sandbox, inits, instances, objects,
                                            volume_paths, services, policy)
@@ -712,8 +709,7 @@ class PodWorker:
                            for c in specs),
         )
         try:
-            async with self._deps.start_gate.slot(self.seq):
-                sandbox = await self._deps.runtime.run_pod_sandbox(config)
+            sandbox = await self._deps.runtime.run_pod_sandbox(config)
         except ContainerRuntimeError as exc:
             log.warning("%r: cannot create the pod sandbox: %s", self, exc)
             self._event(WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}")

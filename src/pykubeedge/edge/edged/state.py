@@ -25,7 +25,6 @@ from pykubeedge.edge.edged.images import ImageManager
 from pykubeedge.edge.edged.metaclient import MetaClient
 from pykubeedge.edge.edged.node import HostInfo
 from pykubeedge.edge.edged.runtime import Runtime, RuntimeVersion
-from pykubeedge.edge.edged.startgate import StartGate
 from pykubeedge.edge.edged.volumemanager import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ class EdgedState:
     cluster_dns: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"
     volumes: VolumeManager = field(default_factory=lambda: VolumeManager(None))
-    start_gate: StartGate = field(default_factory=StartGate)
     _meta: MetaClient | None = None
     _recorder: EventRecorder | None = None
     _images: ImageManager | None = None

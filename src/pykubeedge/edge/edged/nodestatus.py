@@ -20,7 +20,7 @@ import orjson
 
 from pykubeedge.core.backoff import Backoff
 from pykubeedge.core.constants import NULL_NAMESPACE, Operation, ResourceType
-from pykubeedge.core.objects import uid_of
+from pykubeedge.core.objects import metadata_of, uid_of
 from pykubeedge.core.resource import build_edge
 from pykubeedge.edge.edged.metaclient import MetaRequestError, list_items, object_resp
 from pykubeedge.edge.edged.node import (
@@ -94,7 +94,14 @@ class NodeStatus:
         return node_object(self.s.node_name, labels, status)
 
     async def register(self) -> None:
-        """Create the Node; retried with back-off while MetaManager answers ``error``."""
+        """Create the Node; retried with back-off while MetaManager answers ``error``.
+
+        A Node that already exists (edgecore restarted, or the answer to the first create
+        was lost) counts as registered, once its labels are ours: kubelet reconciles them the
+        same way. Upstream's cloudcore creates a Node in two steps (create without the
+        ``kubernetes.io`` labels, then patch them on), so a cloudcore that stops between the
+        two leaves a Node without its role labels, and only the edge can mend that.
+        """
         backoff = Backoff(initial=0.1, cap=self.s.backoff_cap)
         resource = build_edge(NULL_NAMESPACE, ResourceType.NODE, self.s.node_name)
         while True:
@@ -102,12 +109,15 @@ class NodeStatus:
             try:
                 content = await self.s.meta.request(Operation.INSERT, resource, node)
                 created, err = object_resp(content)
-                if err and "already exists" not in err.lower():
+                if err and not _already_exists(err):
                     raise MetaRequestError(err)
                 if created is None:
-                    created = await self._query_node()
+                    created = await self._existing(node)
                 break
             except MetaRequestError as exc:
+                if _already_exists(str(exc)):
+                    created = await self._existing(node)
+                    break
                 delay = backoff.next_delay(self.s.jitter)
                 log.warning("edged: node %s not registered (%s); retry in %.2g s",
                             self.s.node_name, exc, delay)
@@ -117,6 +127,26 @@ class NodeStatus:
         self._last_report = self.s.clock()
         log.info("edged: node %s registered (uid %s)", self.s.node_name, self.node_uid or "?")
         self.registered.set()
+
+    async def _existing(self, node: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The Node that was already there, its labels made ours (an ``update`` of the
+        node, which upstream's cloudcore merges into the Node's labels and answers OK)."""
+        existing = await self._query_node()
+        have = metadata_of(existing).get("labels")
+        have = have if isinstance(have, Mapping) else {}
+        want = dict(metadata_of(node).get("labels") or {})
+        missing = {k: v for k, v in want.items() if have.get(k) != v}
+        if not missing:
+            return existing
+        log.info("edged: node %s exists without labels %s; adding them", self.s.node_name,
+                 ", ".join(sorted(missing)))
+        resource = build_edge(NULL_NAMESPACE, ResourceType.NODE, self.s.node_name)
+        update = {"metadata": {"name": self.s.node_name, "labels": want}}
+        try:
+            await self.s.meta.request(Operation.UPDATE, resource, update)
+        except MetaRequestError as exc:
+            log.warning("edged: labels of node %s not updated: %s", self.s.node_name, exc)
+        return existing
 
     async def _query_node(self) -> dict[str, Any] | None:
         """The existing Node (re-registration after a restart), to learn its UID."""
@@ -188,3 +218,8 @@ class NodeStatus:
         self._last_status = stripped
         self._last_report = now
         return True
+
+
+def _already_exists(error: str) -> bool:
+    """The API server's AlreadyExists, as the cloud's answer or MetaManager's error text."""
+    return "already exists" in error.lower()

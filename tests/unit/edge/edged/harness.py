@@ -113,14 +113,18 @@ class FakeMetaManager:
         if kind == "node" and op == "insert":
             if not self.online:
                 return _error(msg, "not connected")
-            if self.node is not None:
-                return reply({"Object": None, "Err": f'nodes "{name}" already exists'})
+            if self.node is not None:  # as MetaManager passes the cloud's StatusError on
+                return _error(msg, f'nodes "{name}" already exists')
             self.node = copy.deepcopy(msg.content)
             self.node["metadata"]["uid"] = "node-uid-1"
             self.node["metadata"]["resourceVersion"] = str(next(self._rv))
             return reply({"Object": self.node, "Err": ""})
         if kind == "node" and op == "query":
             return reply([self.node] if self.node else [])
+        if kind == "node" and op == "update" and self.node is not None:
+            labels = self.node["metadata"].setdefault("labels", {})
+            labels.update(msg.content["metadata"].get("labels") or {})  # upstream updateNode
+            return reply("OK")
         if kind == "nodepatch":
             return reply({"Object": self.node, "Err": ""} if self.online else "OK")
         if kind == "lease":

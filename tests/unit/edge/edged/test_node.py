@@ -130,6 +130,30 @@ async def test_re_registration_of_an_existing_node_learns_its_uid() -> None:
     assert lease["metadata"]["ownerReferences"][0]["uid"] == "existing-uid"
 
 
+async def test_an_existing_node_without_our_labels_gets_them_and_one_with_them_does_not(
+) -> None:
+    # Upstream's cloudcore creates a Node without its kubernetes.io labels, then patches them
+    # on; a cloudcore stopped in between leaves {site: lab} only. MetaManager passes the
+    # cloud's AlreadyExists on as an error message: that is registered all the same.
+    t, meta = FakeTime(), FakeMetaManager()
+    meta.node = {"metadata": {"name": NODE, "uid": "existing-uid", "labels": {"site": "lab"}}}
+    edged = make_edged(t, node_labels={"site": "lab"})
+    async with running(edged, meta):
+        assert edged.registered.is_set() and edged.node_uid == "existing-uid"
+        updates = meta.requests("update", "node")
+        assert len(updates) == 1
+        labels = meta.node["metadata"]["labels"]
+        assert labels["node-role.kubernetes.io/edge"] == ""
+        assert labels["node-role.kubernetes.io/agent"] == ""
+        assert labels["site"] == "lab"
+        assert meta.requests("insert", "lease")  # the lease follows registration
+
+    again = make_edged(FakeTime(), node_labels={"site": "lab"})
+    async with running(again, meta):  # edgecore restarted: the labels are there now
+        assert again.registered.is_set()
+        assert len(meta.requests("update", "node")) == 1
+
+
 async def test_node_status_is_patched_only_on_change_and_every_report_period() -> None:
     t, meta = FakeTime(), FakeMetaManager()
     runtime = FakeRuntime(clock=t.clock)

@@ -9,14 +9,17 @@ imagePullSecrets). Upstream calls it the LocationCache.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pykubeedge.core.objects import name_of, namespace_of, node_name_of, uid_of
 from pykubeedge.core.podrefs import iter_references
 
 Ref = tuple[str, str, str]  # (kind: configmap|secret|serviceaccount, namespace, name)
+
+GONE_REMEMBERED: Final = 4096
+"""How many deleted pods the cache remembers the node of (their last events still come)."""
 
 
 @dataclass
@@ -42,6 +45,7 @@ class LocationCache:
         self._pods: dict[str, _PodPlace] = {}  # "ns/name" -> where
         self._pods_by_node: dict[str, set[str]] = defaultdict(set)
         self._ref_count: dict[Ref, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._gone: OrderedDict[str, str] = OrderedDict()  # "ns/name" -> its last node
 
     def is_edge_node(self, name: str) -> bool:
         return name in self.edge_nodes
@@ -69,7 +73,13 @@ class LocationCache:
         """Forget ``pod``; returns the references its node no longer has."""
         key = _key(pod)
         old = self._pods.pop(key, None)
-        return self._forget(key, old) if old is not None else set()
+        if old is None:
+            return set()
+        self._gone[key] = old.node
+        self._gone.move_to_end(key)
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
+        return self._forget(key, old)
 
     def _forget(self, key: str, place: _PodPlace) -> set[Ref]:
         self._pods_by_node[place.node].discard(key)
@@ -90,6 +100,12 @@ class LocationCache:
         """(node, uid) of a known scheduled pod."""
         place = self._pods.get(f"{namespace}/{name}")
         return (place.node, place.uid) if place else None
+
+    def last_node(self, namespace: str, name: str) -> str | None:
+        """The node a pod is bound to, or was bound to when it was deleted (one of the last
+        :data:`GONE_REMEMBERED`): kubelet's Killing event comes after the delete."""
+        place = self._pods.get(f"{namespace}/{name}")
+        return place.node if place else self._gone.get(f"{namespace}/{name}")
 
     def pods_on(self, node: str) -> set[str]:
         return set(self._pods_by_node.get(node, ()))

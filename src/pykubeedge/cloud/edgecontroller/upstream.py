@@ -396,7 +396,8 @@ class Upstream:
         elif kind == "Pod":
             if (involved.get("namespace") or res.namespace) != res.namespace:
                 raise NotAllowed("an event must be in its pod's namespace")
-            self._own_pod(node, res.namespace, str(name))
+            if self.location.last_node(res.namespace, str(name)) != node:
+                self._own_pod(node, res.namespace, str(name))  # raises, with the reason
         else:
             raise NotAllowed(f"node {node} may only report events of itself and its pods")
         event.setdefault("metadata", {})["namespace"] = res.namespace

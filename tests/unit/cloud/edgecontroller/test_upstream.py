@@ -123,6 +123,27 @@ async def test_a_repeated_event_arrives_as_upstreams_event_patch() -> None:
     assert (await upstream.handle(other)).operation == "error"
 
 
+async def test_the_last_events_of_a_deleted_pod_are_kept_but_only_from_its_node() -> None:
+    # kubelet's Killing event comes after the delete: the pod's node may still report it,
+    # and nobody may patch the pod's status.
+    kube, location, upstream, uid = await edge_with_pod()
+    location.delete_pod(await kube.get(PODS, "web", namespace=NS))
+    event = {"metadata": {"name": "web.18", "namespace": NS},
+             "involvedObject": {"kind": "Pod", "namespace": NS, "name": "web", "uid": uid},
+             "reason": "Killing", "message": "Stopping container c", "type": "Normal"}
+    killing = await upstream.handle(new_message(
+        source="edged", group="resource", operation="insert",
+        resource=f"node/edge-1/{NS}/event/web.18", content=event))
+    assert killing.operation == "response"
+    foreign = await upstream.handle(new_message(
+        source="edged", group="resource", operation="insert",
+        resource=f"node/edge-2/{NS}/event/web.19",
+        content={**event, "metadata": {"name": "web.19", "namespace": NS}}))
+    assert foreign.operation == "error" and "does not exist" in foreign.content
+    status = await upstream.handle(patch_message("edge-1", "web", {"status": {}}))
+    assert status.operation == "error" and "does not exist" in status.content
+
+
 def _request(node: str, operation: str, resource: str, content: object = None) -> Message:
     return new_message(source="edged", group="resource", operation=operation,
                        resource=f"node/{node}/{resource}", content=content)

@@ -49,7 +49,7 @@ def pod(name: str, node: str, script: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {"nodeName": node, "restartPolicy": "Never",
-                     "containers": [{"name": "c", "image": "busybox",
+                     "containers": [{"name": "c", "image": "busybox:1.35",
                                      "command": ["sh", "-c", script]}]}}
 
 

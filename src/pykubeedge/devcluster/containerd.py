@@ -369,7 +369,8 @@ class PrivateContainerd:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await proc.wait()
         except TimeoutError:
             log.warning("containerd %s did not stop in %gs; killing it", self.base, timeout)
             with contextlib.suppress(ProcessLookupError):

@@ -31,7 +31,8 @@ async def default_config(binary: Path) -> dict[str, Any]:
         str(binary), "--defaultconfig", stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), DEFAULTCONFIG_TIMEOUT_S)
+        async with asyncio.timeout(DEFAULTCONFIG_TIMEOUT_S):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -245,7 +245,8 @@ async def import_images(
     except OSError as exc:
         raise ContainerRuntimeError(f"cannot run {ctr}: {exc}") from exc
     try:
-        output = await asyncio.wait_for(_tail(proc), timeout)
+        async with asyncio.timeout(timeout):
+            output = await _tail(proc)
     except BaseException as exc:  # a timeout, or Ctrl-C: ctr must not run on
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

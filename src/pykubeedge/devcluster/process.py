@@ -137,7 +137,8 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError):
             p.send_signal(sig)
         try:
-            await asyncio.wait_for(p.wait(), STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await p.wait()
         except TimeoutError:
             log.warning("%s did not stop in %.0fs; killing it", self.name, STOP_TIMEOUT_S)
             with contextlib.suppress(ProcessLookupError):

@@ -142,7 +142,8 @@ async def _local_up(up: LocalUp, run_for: float | None) -> None:
         start.result()
         _print_summary(up, loop.time() - started)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), run_for)
+            async with asyncio.timeout(run_for):
+                await stop.wait()
     finally:
         console.print("stopping")
         await up.stop()

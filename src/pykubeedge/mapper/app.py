@@ -141,7 +141,8 @@ class Mapper:
             state = channel.get_state(try_to_connect=True)
             if state is grpc.ChannelConnectivity.READY:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(channel.wait_for_state_change(state), 30)
+                    async with asyncio.timeout(30):
+                        await channel.wait_for_state_change(state)
                 state = channel.get_state()
             if state is not grpc.ChannelConnectivity.READY and self.registered.is_set():
                 self._lost.set()

@@ -141,7 +141,8 @@ class DeviceRunner:
         try:
             while True:
                 try:
-                    await asyncio.wait_for(driver.connect(), self.io_timeout)
+                    async with asyncio.timeout(self.io_timeout):
+                        await driver.connect()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -171,7 +172,8 @@ class DeviceRunner:
         delay = self.backoff.next_delay()
         self.wakeup.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wakeup.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self.wakeup.wait()
 
     def _parse_visitor(self, driver: Driver, ps: PropState) -> None:
         prop = ps.prop
@@ -201,7 +203,8 @@ class DeviceRunner:
                     self.wakeup.clear()
                     await self._write_pending(driver)
             if not readable and now >= next_health:
-                ok = await asyncio.wait_for(driver.health(), self.io_timeout)
+                async with asyncio.timeout(self.io_timeout):
+                    ok = await driver.health()
                 if not ok:
                     raise ConnectionError("the driver reports the device unhealthy")
                 next_health = now + HEALTH_EVERY_S
@@ -218,14 +221,16 @@ class DeviceRunner:
                    for ps in self.props.values()):
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self.wakeup.wait()
 
     def _broken(self) -> bool:
         return bool(self.device_error) or any(ps.error for ps in self.props.values())
 
     async def _read(self, driver: Driver, ps: PropState) -> None:
         try:
-            raw = await asyncio.wait_for(driver.read(ps.visitor), self.io_timeout)
+            async with asyncio.timeout(self.io_timeout):
+                raw = await driver.read(ps.visitor)
         except DeviceError as exc:
             if ps.read_error != str(exc):
                 log.error("device %s property %s: read failed: %s", self.device.id,
@@ -257,7 +262,8 @@ class DeviceRunner:
                     raise ValueTypeError(f"the property is {prop.access_mode}")
                 raw = raw_for_write(value, prop.type, ps.scale, minimum=prop.minimum,
                                     maximum=prop.maximum)
-                await asyncio.wait_for(driver.write(ps.visitor, raw), self.io_timeout)
+                async with asyncio.timeout(self.io_timeout):
+                    await driver.write(ps.visitor, raw)
             except (ValueTypeError, DeviceError, ConfigError) as exc:
                 ps.write_error = f"desired value {value!r} not written: {exc}"
                 log.error("device %s property %s: %s", self.device.id, prop.name,

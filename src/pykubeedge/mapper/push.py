@@ -111,8 +111,8 @@ class Pusher:
         if url.scheme not in ("tcp", "mqtt"):
             raise ValueError(f"MQTT address {address!r}: only tcp:// is supported")
         client = Client(f"mapper-{uuid.uuid4().hex[:12]}")
-        await asyncio.wait_for(client.connect(url.hostname or "127.0.0.1", url.port or 1883,
-                                              keepalive=30), 5)
+        async with asyncio.timeout(5):
+            await client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
         self._mqtt[address] = client
         return client
 

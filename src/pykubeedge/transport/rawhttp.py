@@ -194,7 +194,8 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
     """Close a stream writer, waiting a bounded time for the close to finish."""
     writer.close()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await writer.wait_closed()
 
 
 class RawHTTPServer:
@@ -249,7 +250,8 @@ class RawHTTPServer:
             self._servers.remove(server)
             server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await server.wait_closed()
 
     async def close(self) -> None:
         """Stop listening and end every connection."""
@@ -261,7 +263,8 @@ class RawHTTPServer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await server.wait_closed()
         self._servers.clear()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -301,7 +304,8 @@ class RawHTTPServer:
         timeout = self.head_timeout
         while True:
             try:
-                data = await asyncio.wait_for(read_head(conn.reader), timeout)
+                async with asyncio.timeout(timeout):
+                    data = await read_head(conn.reader)
                 if data is None:
                     return
                 head = parse_request_head(data)

@@ -158,6 +158,22 @@ async def test_the_virtual_device_goes_offline_and_reconnects() -> None:
         await stop(task)
 
 
+async def test_a_device_reconnecting_in_a_tight_loop_stops_when_cancelled() -> None:
+    """A cancel that lands as a connect or read completes is not swallowed (Python 3.11's
+    ``asyncio.wait_for`` returned the result instead: the runner then never stopped)."""
+    dev = virtual_device({"failAfter": 1}, [
+        {"name": "a", "visitors": {"configData": {"kind": "actuator"}}}])
+    for i in range(200):
+        runner = DeviceRunner(dev, VirtualDriver, Reports(),
+                              backoff=Backoff(initial=0.0001, cap=0.0002))
+        task = await run(runner)
+        for _ in range(i % 23):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert task in done, f"the runner ignored a cancel (try {i})"
+
+
 async def test_a_bad_visitor_fails_only_its_property() -> None:
     rep = Reports()
     dev = virtual_device({}, [

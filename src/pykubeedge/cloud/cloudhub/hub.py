@@ -309,12 +309,14 @@ class CloudHub:
         """Close ``session`` and wait until it has handed its in-flight messages back."""
         await session.close(WSCloseCode.POLICY_VIOLATION, reason)
         try:
-            await asyncio.wait_for(session.done.wait(), 5)
+            async with asyncio.timeout(5):
+                await session.done.wait()
         except TimeoutError:
             if session.task is not None:
                 session.task.cancel()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.done.wait(), 5)
+                async with asyncio.timeout(5):
+                    await session.done.wait()
 
     async def _publish_connection(self, node_id: str, event: str) -> None:
         if self._ctx is None:

@@ -187,7 +187,8 @@ class MapperClient:
                             self.address)
                 seen_ready = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.channel.wait_for_state_change(state), 30)
+                async with asyncio.timeout(30):
+                    await self.channel.wait_for_state_change(state)
             state = self.channel.get_state(try_to_connect=True)
             if state is not grpc.ChannelConnectivity.READY:
                 await asyncio.sleep(0.5)

@@ -303,8 +303,9 @@ async def kill_container(deps: WorkerDeps, pod: Mapping[str, Any],
             container))
         started = time.monotonic()
         try:
-            await asyncio.wait_for(run_hook(hook, target, pod_label=pod_label(pod),
-                                            sleep=deps.sleep, timeout=grace), grace)
+            async with asyncio.timeout(grace):
+                await run_hook(
+                    hook, target, pod_label=pod_label(pod), sleep=deps.sleep, timeout=grace)
         except (HookError, TimeoutError) as exc:
             log.info("preStop of %s in %s: %s", name, pod_label(pod), exc)
             deps.recorder.pod(pod, WARNING, "FailedPreStopHook", "PreStopHook failed",

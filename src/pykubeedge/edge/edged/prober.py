@@ -109,7 +109,8 @@ async def run_probe(probe: Mapping[str, Any], target: Target) -> tuple[Result, s
         host = str(action.get("host") or target.pod_ip)
         port = resolve_port(action.get("port"), target.container)
         try:
-            _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            async with asyncio.timeout(timeout):
+                _reader, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as exc:
             text = str(exc) or "i/o timeout"
             return Result.FAILURE, f"dial tcp {host}:{port}: {text}"
@@ -393,7 +394,8 @@ def _go_list(items: tuple[str, ...]) -> str:
 async def run_with_deadline(coro: Awaitable[None], timeout: float) -> bool:
     """Await ``coro`` for at most ``timeout`` seconds; False if it ran out."""
     try:
-        await asyncio.wait_for(coro, timeout)
+        async with asyncio.timeout(timeout):
+            await coro
     except TimeoutError:
         return False
     return True

@@ -213,8 +213,8 @@ class EdgeStream:
         log.debug("stream tunnel: %s %s", frame.type.name, request.target)
         self.served += 1
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*self._local),
-                                                    LOCAL_CONNECT_TIMEOUT)
+            async with asyncio.timeout(LOCAL_CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(*self._local)
         except (OSError, TimeoutError) as exc:
             self.failed += 1
             raise StreamError(f"the kubelet server at {self.s.local_server} is not "

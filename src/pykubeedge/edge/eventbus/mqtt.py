@@ -226,4 +226,5 @@ class BrokerClient:
         self.connected.clear()
         if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 2)
+                async with asyncio.timeout(2):
+                    await client.disconnect()

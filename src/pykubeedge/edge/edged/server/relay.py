@@ -86,9 +86,9 @@ async def relay_to_runtime(head: RequestHead, conn: Connection, url: str, *,
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=parts.scheme == "https" or None),
-        connect_timeout)
+    async with asyncio.timeout(connect_timeout):
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=parts.scheme == "https" or None)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     headers = [(k, v) for k, v in head.headers if k.lower() != "host"]
     headers.insert(0, ("Host", parts.netloc))

@@ -253,12 +253,10 @@ class EdgeController:
             if msg.operation in (Operation.CONNECTED, Operation.DISCONNECTED):
                 await self._on_connection(msg)
                 continue
-            try:
-                node = node_of(msg.resource)
-            except DecodeError:
-                node = ""
-            # One worker per node (by hash): a node's requests stay in order.
-            q = self._queues[zlib.crc32(node.encode()) % len(self._queues)]
+            node, key = _order_key(msg.resource)
+            # One worker per object (by hash): requests about one object stay in order, and
+            # a node starting 20 pods has their status patches served side by side.
+            q = self._queues[zlib.crc32(key.encode()) % len(self._queues)]
             try:
                 q.put_nowait(msg)
             except asyncio.QueueFull:
@@ -340,6 +338,28 @@ class EdgeController:
             else:
                 self._full_sent.add(node)
                 self._reconcile_soon(node, full=True)
+
+
+def _order_key(resource: str) -> tuple[str, str]:
+    """``(node, key)``: requests with one key are served in order, the others side by side.
+    The key is the object (node, namespace and name; not the type, so that a pod's status
+    patch and its delete stay in order).
+
+    >>> _order_key("node/edge-1/default/podpatch/web-0")
+    ('edge-1', 'edge-1/default/web-0')
+    >>> _order_key("node/edge-1/default/pod/web-0")[1] == _order_key(
+    ...     "node/edge-1/default/podpatch/web-0")[1]
+    True
+    """
+    try:
+        res = parse_cloud(resource)
+    except DecodeError:
+        try:
+            node = node_of(resource)
+        except DecodeError:
+            return "", ""
+        return node, node
+    return res.node_id, f"{res.node_id}/{res.namespace}/{res.name}"
 
 
 def _scheduled(pod: dict[str, Any]) -> bool:

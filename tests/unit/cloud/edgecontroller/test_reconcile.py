@@ -205,3 +205,49 @@ async def test_token_requests_of_a_node_are_served_side_by_side() -> None:
         ids = {a.msg_id for a in asks}
         await until(lambda: len([m for m in edge.received if m.parent_msg_id in ids]) == 3,
                     "three answers")
+
+
+class HeldStatusKube(FakeKube):
+    """Holds pod status patches until told to go; ``waiting``: the pods held now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting: set[str] = set()
+
+    async def patch_status(self, res: Any, name: str, patch: Any, **kw: Any) -> dict[str, Any]:
+        if res is not PODS:  # (ObjectSync statuses go through)
+            return await super().patch_status(res, name, patch, **kw)
+        self.waiting.add(name)
+        await self.release.wait()
+        self.waiting.discard(name)
+        return await super().patch_status(res, name, patch, **kw)
+
+
+async def test_status_patches_of_two_pods_go_side_by_side_and_one_pods_requests_in_order(
+) -> None:
+    kube = HeldStatusKube()
+    await seed(kube)
+    await kube.create(PODS, {"metadata": {"name": "db", "namespace": NS}, "spec": {
+        "nodeName": NODE, "containers": [{"name": "c", "image": "busybox"}]}})
+    async with cloudcore(kube) as cc:
+        edge = await cc.connect()
+        await until(lambda: len(edge.received) == 4, "node, configmap and two pods sent")
+        for name in ("web", "db"):
+            await edge.send(new_message(source="edged", group="resource", operation="patch",
+                                        resource=f"{NS}/podpatch/{name}",
+                                        content={"status": {"phase": "Running"}}))
+        delete = new_message(source="edged", group="resource", operation="delete",
+                             resource=f"{NS}/pod/web", content={})
+        await edge.send(delete)
+        await until(lambda: kube.waiting == {"web", "db"}, "both patches at the API server")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # web's delete waits behind web's patch; it does not overtake it.
+        assert ("delete", "pods", f"{NS}/web") not in kube.writes
+        kube.release.set()
+        await until(lambda: ("delete", "pods", f"{NS}/web") in kube.writes, "web deleted")
+        assert kube.writes.index(("patch/status", "pods", f"{NS}/web")) < \
+            kube.writes.index(("delete", "pods", f"{NS}/web"))
+        await until(lambda: any(m.parent_msg_id == delete.msg_id for m in edge.received),
+                    "the delete answered")

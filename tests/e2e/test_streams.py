@@ -25,7 +25,7 @@ import termios
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -33,6 +33,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from pykubeedge.cloud.cloudhub.certs import CA_DATA, CA_KEY_DATA, CA_SECRET, KUBEEDGE_NAMESPACE
+from pykubeedge.core.errors import NotFound
 from pykubeedge.core.stream import Frame, MessageType, encode_frame
 from pykubeedge.devcluster.kubeletaccess import KUBELET_CLIENT, METRICS_CLIENT
 from pykubeedge.devcluster.process import free_port
@@ -141,24 +142,51 @@ def fds(pid: int | None) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def baseline(up: LocalUp) -> tuple[int, int, int, int]:
-    """File descriptors and tasks of cloudcore and edgecore, once no stream is open (what
-    an earlier test ended may still be closing)."""
+class Usage(NamedTuple):
+    """File descriptors and tasks of cloudcore and edgecore, and what the tasks are."""
+
+    cloud_fds: int
+    edge_fds: int
+    cloud_tasks: int
+    edge_tasks: int
+    kinds: dict[str, dict[str, int]]
+
+    def counts(self) -> tuple[int, int, int, int]:
+        return self.cloud_fds, self.edge_fds, self.cloud_tasks, self.edge_tasks
+
+
+async def baseline(up: LocalUp) -> Usage:
+    """What cloudcore and edgecore hold once no stream is open (what an earlier test ended
+    may still be closing)."""
     async def idle() -> bool:
         return not any((await streams_in_use(up)).values())
 
     await eventually(idle, timeout=30, interval=0.2, what="no stream open")
     cloud, edge = await cloud_vars(up), await edge_vars(up)
-    return fds(up.cloudcore.pid), fds(up.edgecore.pid), cloud["tasks"], edge["tasks"]  # type: ignore[union-attr]
+    return Usage(fds(up.cloudcore.pid), fds(up.edgecore.pid), cloud["tasks"], edge["tasks"],  # type: ignore[union-attr]
+                 {"cloudcore": cloud["task_kinds"], "edgecore": edge["task_kinds"]})
 
 
-async def back_to(up: LocalUp, before: tuple[int, int, int, int]) -> None:
+async def back_to(up: LocalUp, before: Usage) -> None:
     """Nothing left open: no stream on either side, and no more file descriptors or tasks
-    than before (a few seconds are allowed for the sockets to close)."""
-    async def clean() -> bool:
-        return all(now <= was for now, was in zip(await baseline(up), before, strict=True))
+    than before (a few seconds are allowed for the sockets to close). On failure, says
+    which tasks are new."""
+    last: list[Usage] = [before]
 
-    await eventually(clean, timeout=30, interval=0.2, what="streams, tasks and fds freed")
+    async def clean() -> bool:
+        last[0] = await baseline(up)
+        return all(now <= was for now, was in zip(last[0].counts(), before.counts(),
+                                                  strict=True))
+
+    try:
+        await eventually(clean, timeout=30, interval=0.2, what="streams, tasks and fds freed")
+    except AssertionError as exc:
+        names = ("cloudcore fds", "edgecore fds", "cloudcore tasks", "edgecore tasks")
+        counts = ", ".join(f"{n} {was} -> {now}" for n, was, now in
+                           zip(names, before.counts(), last[0].counts(), strict=True))
+        grown = {proc: {k: n for k, n in kinds.items() if n > before.kinds[proc].get(k, 0)}
+                 for proc, kinds in last[0].kinds.items()}
+        raise AssertionError(f"{exc}: {counts}; more tasks: {grown}") from None
 
 
 # -- a terminal for kubectl -it ---------------------------------------------------------------
@@ -252,6 +280,24 @@ async def test_logs_previous_after_a_restart(up: LocalUp) -> None:
     assert re.fullmatch(r"run [0-9a-f-]{36}\n", previous)
     current = await k(up, "logs", "restarter")
     assert current.returncode == 0 and previous not in current.stdout
+    await no_crashlooping_pod(up)
+
+
+async def no_crashlooping_pod(up: LocalUp) -> None:
+    """The restarter gone, before a leak check: a pod in CrashLoopBackOff changes edgecore's
+    task count as it goes between running and backing off."""
+    assert up.kube is not None
+    with contextlib.suppress(NotFound):
+        await up.kube.delete(PODS, "restarter", namespace="default", grace_period_seconds=0)
+
+    async def gone() -> bool:
+        try:
+            await up.kube.get(PODS, "restarter", namespace="default")  # type: ignore[union-attr]
+        except NotFound:
+            return True
+        return False
+
+    await eventually(gone, timeout=60, what="the restarter deleted")
 
 
 async def test_exec_propagates_output_and_exit_code(up: LocalUp) -> None:
@@ -314,6 +360,7 @@ async def test_port_forward_to_the_demo_httpd(up: LocalUp) -> None:
 
 
 async def test_killed_exec_and_follow_leave_nothing_behind(up: LocalUp) -> None:
+    await no_crashlooping_pod(up)
     before = await baseline(up)
     term = Terminal(["kubectl", "--kubeconfig", str(up.cluster.kubeconfig), "exec", "-it",
                      "talker", "-c", "talk", "--", "sh"])
@@ -337,6 +384,7 @@ async def test_killed_exec_and_follow_leave_nothing_behind(up: LocalUp) -> None:
 
 
 async def test_fifty_concurrent_follows_on_one_node(up: LocalUp) -> None:
+    await no_crashlooping_pod(up)
     before = await baseline(up)
     procs = [await asyncio.create_subprocess_exec(
         "kubectl", "--kubeconfig", str(up.cluster.kubeconfig), "logs", "-f", "talker",

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -339,7 +340,20 @@ def process_vars() -> dict[str, Any]:
         fds = len(os.listdir("/proc/self/fd"))
     except OSError:
         fds = -1
-    return {"tasks": len(asyncio.all_tasks()), "fds": fds, **expvar.snapshot()}
+    tasks = asyncio.all_tasks()
+    kinds = Counter(_task_kind(t) for t in tasks)
+    return {"tasks": len(tasks), "task_kinds": dict(sorted(kinds.items())), "fds": fds,
+            **expvar.snapshot()}
+
+
+def _task_kind(task: asyncio.Task[Any]) -> str:
+    """What a task does: its name without a trailing number, or its coroutine's name for
+    an unnamed task (``Task-<n>``)."""
+    name = task.get_name()
+    if name.startswith("Task-"):
+        coro = task.get_coro()
+        return getattr(coro, "__qualname__", None) or type(coro).__name__
+    return name.rstrip("0123456789").rstrip("-:") or name
 
 
 async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:

@@ -112,6 +112,25 @@ class Probe:
                 await self._changed.wait()
         return self.on(topic_filter)[after]
 
+    async def ask(self, topic: str, payload: dict[str, Any], *, timeout: float = 30.0,
+                  every: float = 1.0) -> Received:
+        """Publish ``payload`` (with an ``event_id``) on ``topic`` until its ``<topic>/result``
+        with that event id arrives: a request published while edgecore is still subscribing
+        reaches no one (QoS 0 on the edge's side), so one publish right after a start can be
+        lost. Bounded by ``timeout``."""
+        event_id, result = payload["event_id"], f"{topic}/result"
+        async with asyncio.timeout(timeout):
+            while True:
+                seen = len(self.on(result))
+                self.publish(topic, payload)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every):
+                        while True:
+                            got = await self.next(result, after=seen, timeout=every)
+                            seen += 1
+                            if got.json().get("event_id") == event_id:
+                                return got
+
     def clear(self) -> None:
         self.messages.clear()
 

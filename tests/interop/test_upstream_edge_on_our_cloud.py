@@ -73,7 +73,7 @@ async def test_pod_runs_and_is_deleted_cleanly(rig: InteropRig) -> None:
     t0 = time.monotonic()
     await kube(rig).delete(PODS, "a-web", namespace=NS)
     await steps.timed("pod deleted (gone from the API server)",
-                      lambda: steps.gone(rig, "a-web"), timeout=60)
+                      lambda: steps.gone(rig, "a-web"), timeout=150)  # (see b-web's)
     print(f"delete round trip {time.monotonic() - t0:.2f}s")
     assert await steps.running_containers(rig, "a-web") == []
     await eventually(lambda: is_(steps.ready_sandboxes(rig, "a-web"), 0), timeout=30,
@@ -101,7 +101,11 @@ async def test_configmap_and_secret_updates_reach_the_edge(rig: InteropRig) -> N
                       lambda: (steps.edge_row(rig, "secret", "b-sec") or {})
                       .get("data") == {"k": "Mg=="}, timeout=60)
     await kube(rig).delete(PODS, "b-web", namespace=NS)
-    await eventually(lambda: steps.gone(rig, "b-web"), timeout=60, what="pod deleted")
+    # Up to 150 s: now and then (once in a full suite on 2 cores) upstream's edge drops the
+    # answer to its own delete ("no goroutine is ready for receive the message from unbuffered
+    # response channel": its beehive hands a response only to a sender already waiting) and
+    # edged sends the delete again after its 60 s timeout; that retry is what is tested then.
+    await eventually(lambda: steps.gone(rig, "b-web"), timeout=150, what="pod deleted")
 
 
 async def test_not_ready_then_ready_across_a_cloudcore_restart(rig: InteropRig) -> None:

@@ -12,7 +12,7 @@ Usage::
 
 from pykubeedge.beehive.errors import BeehiveError, HiveClosedError, UnknownModuleError
 from pykubeedge.beehive.hive import DEFAULT_QUEUE_SIZE, DEFAULT_SYNC_TIMEOUT, Hive
-from pykubeedge.beehive.module import BeehiveContext, Module
+from pykubeedge.beehive.module import BeehiveContext, Module, serve
 from pykubeedge.beehive.policy import NEVER, RestartPolicy, RestartType
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "RestartPolicy",
     "RestartType",
     "UnknownModuleError",
+    "serve",
 ]

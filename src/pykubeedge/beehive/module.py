@@ -17,10 +17,15 @@ that runs until the module is done (usually forever, reading its queue)::
 
 from __future__ import annotations
 
-from typing import Protocol
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, Protocol
 
 from pykubeedge.beehive.policy import RestartPolicy
 from pykubeedge.core.message import Message
+
+log = logging.getLogger(__name__)
 
 
 class BeehiveContext(Protocol):
@@ -66,3 +71,21 @@ class Module(Protocol):
         Cancellation means shutdown: let ``CancelledError`` propagate.
         """
         ...
+
+
+async def serve(ctx: BeehiveContext, module: str,
+                handle: Callable[[Message], Awaitable[None] | None]) -> NoReturn:
+    """Read ``module``'s queue forever, one message at a time, each to ``handle`` (plain or
+    async). A message ``handle`` fails on is logged with the module's name and the next one
+    is served: one bad message never takes a module down. Cancellation ends it::
+
+        await serve(ctx, self.name, self.handle)
+    """
+    while True:
+        msg = await ctx.receive(module)
+        try:
+            result = handle(msg)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("%s failed to handle %s", module, msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from pykubeedge.beehive import (
     RestartPolicy,
     RestartType,
     UnknownModuleError,
+    serve,
 )
 from pykubeedge.core.message import Message, new_message, response
 
@@ -562,3 +564,49 @@ async def test_an_error_in_the_body_still_shuts_the_hive_down() -> None:
         await body()
 
     assert "module cancelled" in worker.ended
+
+
+async def test_serve_logs_a_message_its_handler_fails_on_and_serves_the_next(
+        caplog: pytest.LogCaptureFixture) -> None:
+    served: list[object] = []
+    done = asyncio.Event()
+
+    async def handle(msg: Message) -> None:
+        if msg.content == "bad":
+            raise ValueError("no")
+        served.append(msg.content)
+        if msg.content == "b":
+            done.set()
+
+    async with Hive() as hive:
+        hive.add_module(Idle("worker"))
+        for content in ("a", "bad", "b"):
+            await hive.send("worker", _msg(content))
+        task = asyncio.create_task(serve(hive, "worker", handle))
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert served == ["a", "b"]
+    assert "worker failed to handle" in caplog.text and "ValueError: no" in caplog.text
+
+
+async def test_serve_takes_a_plain_handler_too() -> None:
+    done = asyncio.Event()
+    served: list[object] = []
+
+    def handle(msg: Message) -> None:
+        served.append(msg.content)
+        done.set()
+
+    async with Hive() as hive:
+        hive.add_module(Idle("worker"))
+        await hive.send("worker", _msg("x"))
+        task = asyncio.create_task(serve(hive, "worker", handle))
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert served == ["x"]

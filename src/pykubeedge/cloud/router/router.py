@@ -38,7 +38,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType, serve
 from pykubeedge.cloud.router.delivery import DEFAULT_LIMIT, DeliveryError, Item, RuleQueue
 from pykubeedge.cloud.router.rules import (
     EVENTBUS,
@@ -149,14 +149,7 @@ class Router:
                 self.ready.set()
                 log.info("Router listening on %s:%d: %d rule(s), %d endpoint(s)", self.address,
                          self.port, len(self.live), len(self.endpoints.store))
-                while True:
-                    msg = await ctx.receive(self.name)
-                    try:
-                        await self.handle(msg)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        log.exception("Router failed to handle %s", msg)
+                await serve(ctx, self.name, self.handle)
         finally:
             self.ready.clear()
             self.synced.clear()

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType, serve
 from pykubeedge.core.clock import Sleep, TimeSource
 from pykubeedge.core.constants import (
     EdgeGroup,
@@ -279,12 +279,7 @@ class Edged:
             if self.static_pods is not None:
                 task_group.create_task(guard("static-pods", self.static_pods.run))
             state.recorder.node(NORMAL, "Starting", "Starting kubelet.")
-            while True:
-                msg = await ctx.receive(self.name)
-                try:
-                    self.handle(msg)
-                except Exception:
-                    log.exception("edged: failed to handle %s", msg)
+            await serve(ctx, self.name, self.handle)
 
     async def _image_gc_loop(self) -> None:
         """kubelet's image GC, every ``ImageGCPeriod`` (5 min)."""

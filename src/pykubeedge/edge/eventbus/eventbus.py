@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType
+from pykubeedge.beehive import BeehiveContext, RestartPolicy, RestartType, serve
 from pykubeedge.beehive.clock import REAL_CLOCK
 from pykubeedge.core.clock import Clock
 from pykubeedge.core.config import MQTT_MODE_BOTH, EdgeCoreConfig
@@ -216,14 +216,7 @@ class EventBus:
             tg.create_task(self._forward(ctx), name="eventbus-forward")
             self.ready.set()
             try:
-                while True:
-                    msg = await ctx.receive(self.name)
-                    try:
-                        await self.handle(msg)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        log.exception("EventBus failed to handle %s", msg)
+                await serve(ctx, self.name, self.handle)
             finally:
                 self.ready.clear()
 

@@ -69,20 +69,21 @@ async def k(up: LocalUp, *args: str, stdin: str | None = None) -> str:
     return await asyncio.to_thread(kubectl, up, *args, stdin=stdin)
 
 
-def edge_devices(db: Path) -> list[tuple[Any, ...]]:
+def edge_rows(db: Path, query: str) -> list[tuple[Any, ...]]:
+    """Rows of the edge's database, read-only (edgecore keeps writing)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return conn.execute("SELECT id, name FROM device").fetchall()
+        return conn.execute(query).fetchall()
     finally:
         conn.close()
+
+
+def edge_devices(db: Path) -> list[tuple[Any, ...]]:
+    return edge_rows(db, "SELECT id, name FROM device")
 
 
 def edge_twins(db: Path) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute("SELECT deviceid, name, expected FROM device_twin").fetchall()
-    finally:
-        conn.close()
+    return edge_rows(db, "SELECT deviceid, name, expected FROM device_twin")
 
 
 async def device_status(up: LocalUp) -> dict[str, Any]:

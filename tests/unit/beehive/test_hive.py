@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -566,6 +565,21 @@ async def test_an_error_in_the_body_still_shuts_the_hive_down() -> None:
     assert "module cancelled" in worker.ended
 
 
+async def _serve_until(done: asyncio.Event, handle: Callable[[Message], Awaitable[None] | None],
+                       *contents: str) -> None:
+    """``serve`` a module holding ``contents`` until ``done``, then cancel it."""
+    async with Hive() as hive:
+        hive.add_module(Idle("worker"))
+        for content in contents:
+            await hive.send("worker", _msg(content))
+        task = asyncio.create_task(serve(hive, "worker", handle))
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_serve_logs_a_message_its_handler_fails_on_and_serves_the_next(
         caplog: pytest.LogCaptureFixture) -> None:
     served: list[object] = []
@@ -578,16 +592,7 @@ async def test_serve_logs_a_message_its_handler_fails_on_and_serves_the_next(
         if msg.content == "b":
             done.set()
 
-    async with Hive() as hive:
-        hive.add_module(Idle("worker"))
-        for content in ("a", "bad", "b"):
-            await hive.send("worker", _msg(content))
-        task = asyncio.create_task(serve(hive, "worker", handle))
-        async with asyncio.timeout(WAIT):
-            await done.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await _serve_until(done, handle, "a", "bad", "b")
     assert served == ["a", "b"]
     assert "worker failed to handle" in caplog.text and "ValueError: no" in caplog.text
 
@@ -600,13 +605,5 @@ async def test_serve_takes_a_plain_handler_too() -> None:
         served.append(msg.content)
         done.set()
 
-    async with Hive() as hive:
-        hive.add_module(Idle("worker"))
-        await hive.send("worker", _msg("x"))
-        task = asyncio.create_task(serve(hive, "worker", handle))
-        async with asyncio.timeout(WAIT):
-            await done.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _serve_until(done, handle, "x")
     assert served == ["x"]

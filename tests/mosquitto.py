@@ -124,12 +124,11 @@ class Probe:
                 seen = len(self.on(result))
                 self.publish(topic, payload)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(every):
-                        while True:
-                            got = await self.next(result, after=seen, timeout=every)
+                    async with asyncio.timeout(every):  # then publish again
+                        while (got := await self.next(result, after=seen, timeout=timeout)
+                               ).json().get("event_id") != event_id:
                             seen += 1
-                            if got.json().get("event_id") == event_id:
-                                return got
+                        return got
 
     def clear(self) -> None:
         self.messages.clear()

@@ -10,6 +10,7 @@ not read: rates are computed from ``usage_core_nano_seconds`` by the consumer.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pykubeedge.edge.edged.cri import api_pb2 as api
@@ -84,8 +85,7 @@ class CRIStats:
 
     query_timeout: float
 
-    async def _call(self, service: str, method: str, request: Any, timeout: float) -> Any:
-        raise NotImplementedError
+    _call: Callable[[str, str, Any, float], Awaitable[Any]]  # CRIRuntime's gRPC call
 
     async def list_container_stats(self) -> list[ContainerStats]:
         """Every pod container's CPU and memory (containers Edged did not make are left out)."""

@@ -9,7 +9,7 @@ minute), and ``ContainerStatus`` names the container's log file::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +35,7 @@ class CRIStreaming:
 
     query_timeout: float
 
-    async def _call(self, service: str, method: str, request: Any, timeout: float) -> Any:
-        raise NotImplementedError
+    _call: Callable[[str, str, Any, float], Awaitable[Any]]  # CRIRuntime's gRPC call
 
     async def exec(self, container_id: str, cmd: Sequence[str], *, tty: bool, stdin: bool,
                    stdout: bool, stderr: bool) -> str:
